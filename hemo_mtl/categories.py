@@ -1,0 +1,37 @@
+"""The fixed label vocabulary shared by data, models, converters and evaluators.
+
+COCO category ids start at 1 (1 EDH .. 5 IVH); YOLO classes and the classifier's subtype outputs are
+the same order, contiguous from 0. The classifier's vector is ``LABELS`` = ("any",) + SUBTYPES.
+"""
+
+SUBTYPES = ("EDH", "SDH", "SAH", "IPH", "IVH")
+LABELS = ("any",) + SUBTYPES
+SUBTYPE_NAMES = {
+    "EDH": "epidural",
+    "SDH": "subdural",
+    "SAH": "subarachnoid",
+    "IPH": "intraparenchymal",
+    "IVH": "intraventricular",
+}
+CATEGORY_IDS = {name: i + 1 for i, name in enumerate(SUBTYPES)}  # EDH=1 .. IVH=5
+CATEGORY_NAMES = {i: name for name, i in CATEGORY_IDS.items()}
+
+
+def subtype_id(name: str) -> int:
+    """COCO category id (1..5) of a subtype name; accepts the short and the long spelling."""
+    key = name.strip()
+    upper = key.upper()
+    if upper in CATEGORY_IDS:
+        return CATEGORY_IDS[upper]
+    for short, long in SUBTYPE_NAMES.items():
+        if key.lower() == long:
+            return CATEGORY_IDS[short]
+    raise ValueError(f"unknown subtype {name!r}: expected one of {', '.join(SUBTYPES)}")
+
+
+def coco_categories() -> list[dict]:
+    """The COCO ``categories`` list, identical in every export."""
+    return [
+        {"id": CATEGORY_IDS[s], "name": s, "supercategory": "hemorrhage", "long_name": SUBTYPE_NAMES[s]}
+        for s in SUBTYPES
+    ]

@@ -1,0 +1,46 @@
+"""hemo-mtl: multi-task learning for intracranial hemorrhage on head CT."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path("hemo_mtl/version.py").read_text(), version)
+
+setup(
+    name="hemo-mtl",
+    version=version["__version__"],
+    description="Convert, train and evaluate multi-task models for intracranial hemorrhage on head CT",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["hemo_mtl", "hemo_mtl.*", "converters", "converters.*"]),
+    install_requires=[
+        # torch/torchvision: ranges that include 2.14.1 / 0.29.1 (see ../shared/PITFALLS.md)
+        "torch>=2.2,<2.15",
+        "torchvision>=0.17,<0.30",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pandas>=2.0",
+        "pyyaml>=6.0",
+        "pillow>=10.0",
+        "nibabel>=5.0",
+        "pydicom>=2.4",
+        "opencv-python-headless>=4.8",
+        "albumentations>=1.4",
+        "pycocotools>=2.0.7",
+        "faster-coco-eval>=1.6",
+        "scikit-learn>=1.3",
+        "scikit-image>=0.22",
+        "timm>=1.0",
+        "segmentation-models-pytorch>=0.3.3",
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4", "pytest-xdist>=3.5"],
+        # ultralytics is AGPL-3.0: optional, imported lazily, never required by the core.
+        "yolo": ["ultralytics>=8.3"],
+    },
+)

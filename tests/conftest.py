@@ -1,0 +1,40 @@
+"""Shared fixtures: the real sample data in ../shared/data (skipped with a reason when absent)."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HEMO_MTL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real sample data not found at {path} (CI has ../shared/data; a fresh clone does not)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ctich_jpg_dir() -> Path:
+    """PhysioNet CT-ICH JPG release sample: 18 patients, slice labels, no masks."""
+    return _shared("ct_ich_physionet_jpg")
+
+
+@pytest.fixture(scope="session")
+def kaggle_head_ct_dir() -> Path:
+    """Kaggle head_ct sample: 140 PNGs + labels.csv (header `id, hemorrhage`)."""
+    return _shared("head_ct_hemorrhage_kaggle")
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset in the `nifti` layout (12 patients, 128x128x16), made once per session."""
+    from hemo_mtl.data.phantom import write_phantom_dataset
+
+    out = tmp_path_factory.mktemp("phantom")
+    write_phantom_dataset(out, patients=12, seed=0, size=128, slices=16)
+    return out

@@ -1,0 +1,118 @@
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from hemo_mtl.data.io import (
+    DataError, load_dicom_series, load_dicom_slice, load_display_image, load_nifti, load_nifti_mask,
+    read_slice, split_ref, write_dicom_series,
+)
+
+AFFINE = np.array([[0.8, 0, 0, -90.0], [0, 0.9, 0, -100.0], [0, 0, 5.0, -40.0], [0, 0, 0, 1]])
+
+
+def _volume(shape=(24, 20, 6), seed=0):
+    return np.random.default_rng(seed).integers(-1000, 1500, shape).astype(np.float32)
+
+
+def test_nifti_roundtrip_keeps_affine_and_spacing(tmp_path):
+    vol = _volume()
+    nib.save(nib.Nifti1Image(vol, AFFINE), tmp_path / "a.nii.gz")
+    loaded = load_nifti(tmp_path / "a.nii.gz")
+    np.testing.assert_array_equal(loaded.data, vol)
+    np.testing.assert_allclose(loaded.affine, AFFINE)
+    assert loaded.spacing == pytest.approx((0.8, 0.9, 5.0))
+    assert loaded.orientation == "".join(nib.aff2axcodes(AFFINE))
+
+
+def test_nifti_missing_truncated_and_4d(tmp_path):
+    with pytest.raises(DataError, match="nope.nii.gz: file not found"):
+        load_nifti(tmp_path / "nope.nii.gz")
+    nib.save(nib.Nifti1Image(_volume(), AFFINE), tmp_path / "a.nii.gz")
+    raw = (tmp_path / "a.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cut.nii.gz: cannot read NIfTI"):
+        load_nifti(tmp_path / "cut.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.float32), AFFINE), tmp_path / "4d.nii.gz")
+    with pytest.raises(DataError, match="4d.nii.gz: expected a 3D volume"):
+        load_nifti(tmp_path / "4d.nii.gz")
+
+
+def test_mask_shape_and_affine_mismatch(tmp_path):
+    nib.save(nib.Nifti1Image(_volume(), AFFINE), tmp_path / "ct.nii.gz")
+    ct = load_nifti(tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((24, 20, 5), np.uint8), AFFINE), tmp_path / "short.nii.gz")
+    with pytest.raises(DataError, match="short.nii.gz: mask shape"):
+        load_nifti_mask(tmp_path / "short.nii.gz", like=ct)
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 3
+    nib.save(nib.Nifti1Image(np.zeros((24, 20, 6), np.uint8), shifted), tmp_path / "moved.nii.gz")
+    with pytest.raises(DataError, match="moved.nii.gz: mask affine differs"):
+        load_nifti_mask(tmp_path / "moved.nii.gz", like=ct)
+
+
+def test_dicom_rescale_and_ordering(tmp_path):
+    vol = _volume()
+    # slope 2 / intercept -2048 exercise the rescale; shuffled names check sorting by position
+    write_dicom_series(vol, AFFINE, tmp_path / "s", slope=2.0, intercept=-2048.0, shuffle_names=True)
+    loaded = load_dicom_series(tmp_path / "s")
+    expected = np.round((vol + 2048.0) / 2.0) * 2.0 - 2048.0
+    np.testing.assert_array_equal(loaded.data, expected)
+    np.testing.assert_allclose(loaded.affine, AFFINE, atol=1e-6)
+    # a single slice file through pydicom directly: stored * slope + intercept
+    import pydicom
+
+    f = sorted((tmp_path / "s").iterdir())[0]
+    ds = pydicom.dcmread(f)
+    hand = ds.pixel_array.astype(np.float32).T * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_array_equal(load_dicom_slice(f), hand)
+
+
+def test_dicom_gap_duplicate_and_mixed_series(tmp_path):
+    vol = _volume()
+    paths = write_dicom_series(vol, AFFINE, tmp_path / "gap")
+    paths[3].unlink()
+    with pytest.raises(DataError, match="gap: missing slices, 1 gap"):
+        load_dicom_series(tmp_path / "gap")
+    write_dicom_series(vol[:, :, :3], AFFINE, tmp_path / "mixed" , series_uid="1.2.3")
+    write_dicom_series(vol[:, :, :3], AFFINE, tmp_path / "mixed" / "b", series_uid="1.2.4")
+    with pytest.raises(DataError, match="mixes 2 DICOM series"):
+        load_dicom_series(tmp_path / "mixed")
+    assert load_dicom_series(tmp_path / "mixed", series_uid="1.2.4").data.shape == (24, 20, 3)
+    paths = write_dicom_series(vol[:, :, :3], AFFINE, tmp_path / "dup")
+    import shutil
+
+    shutil.copy(paths[1], tmp_path / "dup" / "copy.dcm")
+    with pytest.raises(DataError, match="duplicate slice positions"):
+        load_dicom_series(tmp_path / "dup")
+
+
+def test_display_images(tmp_path):
+    gray = np.random.default_rng(1).integers(0, 256, (30, 40)).astype(np.uint8)
+    Image.fromarray(np.stack([gray] * 3, -1)).save(tmp_path / "rgb.png")
+    rgba = np.concatenate([np.stack([gray] * 3, -1), np.full((30, 40, 1), 255, np.uint8)], -1)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(load_display_image(tmp_path / "rgb.png"), gray)
+    np.testing.assert_array_equal(load_display_image(tmp_path / "rgba.png"), gray)
+    colour = np.stack([gray, gray // 2, np.zeros_like(gray)], -1)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(DataError, match="colour.png: colour image whose channels differ"):
+        load_display_image(tmp_path / "colour.png")
+
+
+def test_slice_refs_and_binary_masks(tmp_path):
+    assert split_ref("/a/b.nii.gz#3@4") == ("/a/b.nii.gz", 3, 4)
+    assert split_ref("/x/1.jpg") == ("/x/1.jpg", None, None)
+    m = np.zeros((10, 10), np.uint8)
+    m[2:5, 3:7] = 250  # lossy JPEG-like values near 255
+    m[0, 0] = 20  # compression noise must not become foreground
+    Image.fromarray(m).save(tmp_path / "m.png")
+    out = read_slice(f"{tmp_path / 'm.png'}@4", "mask")
+    assert set(np.unique(out)) == {0, 4} and (out == 4).sum() == 12
+    vol = _volume()
+    nib.save(nib.Nifti1Image(vol, AFFINE), tmp_path / "v.nii.gz")
+    np.testing.assert_array_equal(read_slice(f"{tmp_path / 'v.nii.gz'}#2", "hu"), vol[:, :, 2])
+    with pytest.raises(DataError, match="slice 9 out of range"):
+        read_slice(f"{tmp_path / 'v.nii.gz'}#9", "hu")

@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Speed benchmarks, one module per topic in tools/benchmarks/ (speed goals live here, never in tests).
+
+    python tools/benchmark.py convert      # phantom generation, conversion throughput, mask -> COCO/YOLO vs others
+    python tools/benchmark.py model        # forward+backward per backbone, multi-task vs single-task
+    python tools/benchmark.py cocoeval     # faster-coco-eval vs pycocotools
+    python tools/benchmark.py train        # training throughput, data loading vs compute
+
+Extra arguments go to the benchmark (`python tools/benchmark.py convert --help`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in (HERE / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = available()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("available:", ", ".join(names))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in names:
+        print(f"error: unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", HERE / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
