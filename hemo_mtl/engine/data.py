@@ -1,0 +1,96 @@
+"""From the config's ``data`` section to datasets and loaders: the I/O edge of a training run.
+
+``data.root`` null -> a phantom is generated into ``output_dir/data`` on first use (write_phantom_dataset +
+convert_dataset("nifti", ...)) and reused afterwards while its parameters are unchanged.
+``data.root`` a converted folder (manifest.csv + splits.json) -> used as is.
+``data.root`` raw data + ``data.source`` -> converted into ``output_dir/data`` first.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+from torch.utils.data import DataLoader
+
+from ..atomic import atomic_write_json
+from .distributed import DistInfo, barrier
+
+DATA_DIR = "data"
+PHANTOM_STAMP = "phantom.json"
+
+
+def _convert(source: str, raw: Path, out: Path, data_cfg: Mapping) -> None:
+    from ..data.convert import convert_dataset
+
+    split = data_cfg["split"]
+    convert_dataset(source, raw, out, window=list(data_cfg["windows"]), split_seed=int(split["seed"]),
+                    val=float(split["val"]), test=float(split["test"]), progress=False)
+
+
+def prepare_data_dir(cfg: Mapping, dist: DistInfo | None = None) -> Path:
+    """The converted dataset folder of this run (generating / converting it on rank 0 if needed)."""
+    dist = dist or DistInfo()
+    data_cfg = cfg["data"]
+    out = Path(cfg["output_dir"]) / DATA_DIR
+    if data_cfg.get("root") is None:
+        stamp = {"phantom": dict(data_cfg["phantom"]), "split": dict(data_cfg["split"]),
+                 "windows": list(data_cfg["windows"])}
+        if dist.is_main and not _stamp_matches(out / PHANTOM_STAMP, stamp):
+            from ..data.phantom import write_phantom_dataset
+
+            ph = data_cfg["phantom"]
+            if out.exists():
+                shutil.rmtree(out)
+            write_phantom_dataset(out / "phantom", patients=int(ph["patients"]), seed=int(ph["seed"]),
+                                  size=int(ph["size"]), slices=int(ph["slices"]))
+            _convert("nifti", out / "phantom", out, data_cfg)
+            atomic_write_json(out / PHANTOM_STAMP, stamp)
+        barrier()
+        return out
+    root = Path(data_cfg["root"]).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"data.root {root} does not exist")
+    if (root / "manifest.csv").is_file():
+        if not (root / "splits.json").is_file():
+            raise FileNotFoundError(f"data.root {root} has manifest.csv but no splits.json (convert it with tools/convert.py)")
+        return root
+    if not data_cfg.get("source"):
+        raise FileNotFoundError(
+            f"data.root {root} has no manifest.csv: point it at a converted folder, or set data.source to convert it"
+        )
+    if dist.is_main and not (out / "manifest.csv").is_file():
+        _convert(str(data_cfg["source"]), root, out, data_cfg)
+    barrier()
+    return out
+
+
+def _stamp_matches(path: Path, stamp: dict) -> bool:
+    if not path.is_file():
+        return False
+    return json.loads(path.read_text()) == json.loads(json.dumps(stamp))
+
+
+def build_datasets(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
+    """{"train", "val", "test"} HemorrhageDatasets over the run's converted folder."""
+    from ..data.dataset import HemorrhageDataset
+
+    d = cfg["data"]
+    common = dict(windows=tuple(d["windows"]), image_size=int(d["image_size"]), seed=int(cfg["seed"]))
+    out = {}
+    for name in ("train", "val", "test"):
+        if not splits.get(name):
+            raise ValueError(f"{data_dir / 'splits.json'}: split {name!r} is empty; adjust data.split")
+        out[name] = HemorrhageDataset(data_dir / "manifest.csv", patients=splits[name], train=name == "train",
+                                      augment=d.get("augment") if name == "train" else None, **common)
+    return out
+
+
+def eval_loader(dataset, cfg: Mapping) -> DataLoader:
+    """Ordered, unshuffled loader for evaluation."""
+    from ..data.dataset import collate_samples
+
+    bs = cfg["eval"].get("batch_size") or cfg["data"]["batch_size"]
+    return DataLoader(dataset, batch_size=int(bs), shuffle=False, num_workers=int(cfg["data"]["num_workers"]),
+                      collate_fn=collate_samples)

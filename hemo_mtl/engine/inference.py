@@ -1,0 +1,131 @@
+"""Evaluation passes over a split: predictions -> evaluator, with the cascade gate when the schedule has one.
+
+The cascade gate is chosen on the split the caller says (validation), by a cls-only pass: the highest
+``any`` threshold that keeps ``target_sensitivity`` of the positive slices. Slices below it get
+empty seg/det predictions; the metrics then carry what gating cost (``cascade/gate/*``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .schedules import choose_gate_threshold, gate_outputs, gate_summary
+from .trainer import move_to_device, set_active_heads
+from .visualize import draw_panel
+
+
+@dataclass
+class InferenceResult:
+    metrics: dict[str, float]
+    p_any: np.ndarray
+    y_any: np.ndarray  # -1 where `any` is unknown
+    panels: list[torch.Tensor] = field(default_factory=list)
+    threshold: float | None = None
+
+
+def _slice(batch: Mapping, i: int) -> dict:
+    sample = {"image": batch["image"][i]}
+    if bool(batch["has"]["mask"][i]):
+        sample["mask"] = batch["mask"][i]
+    if bool(batch["has"]["boxes"][i]):
+        sample["boxes"], sample["labels"] = batch["targets"][i]["boxes"], batch["targets"][i]["labels"]
+    return sample
+
+
+def _pred(outputs: Mapping, i: int) -> dict:
+    pred: dict[str, Any] = {}
+    if "seg_prob" in outputs:
+        pred["seg_prob"] = outputs["seg_prob"][i]
+    if "instances" in outputs:
+        pred["instances"] = outputs["instances"][i]
+    return pred
+
+
+@torch.no_grad()
+def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.device, *,
+                  heads: Iterable[str] | None = None, gate: Mapping | None = None, amp: bool = False,
+                  channels_last: bool = False, panels: int = 0) -> InferenceResult:
+    """One pass: ``model`` in eval mode on every batch, outputs (gated when ``gate`` is given:
+    {"heads", "threshold"}) fed to ``evaluator``; also returns per-slice ``any`` probabilities."""
+    was_training = model.training
+    model.eval()
+    if heads is not None:
+        set_active_heads(model, heads)
+    if evaluator is not None:
+        evaluator.reset()
+    p_all, y_all, lesions = [], [], []
+    positives: list[torch.Tensor] = []
+    others: list[torch.Tensor] = []
+    try:
+        for batch in loader:
+            batch = move_to_device(batch, device, channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+                outputs = model(batch)
+            outputs = _to_float(outputs)
+            if "cls_prob" in outputs:
+                p = outputs["cls_prob"][:, 0].float().cpu()
+                y = torch.where(batch["cls_valid"][:, 0].cpu() > 0, batch["cls"][:, 0].cpu(), torch.tensor(-1.0))
+                p_all.append(p.numpy())
+                y_all.append(y.numpy())
+                if gate is not None:
+                    outputs = gate_outputs(outputs, p >= float(gate["threshold"]), gate["heads"])
+            lesions.extend(len(t["boxes"]) if bool(h) else 0 for t, h in zip(batch["targets"], batch["has"]["boxes"]))
+            if evaluator is not None:
+                evaluator.process(batch, outputs)
+            for i in range(len(batch["image"])):
+                if len(positives) >= panels:
+                    break
+                positive = bool(batch["has"]["mask"][i]) and bool(batch["mask"][i].any())
+                if positive or len(others) < panels:
+                    (positives if positive else others).append(draw_panel(_slice(batch, i), _pred(outputs, i)))
+    finally:
+        model.train(was_training)
+    metrics = dict(evaluator.evaluate()) if evaluator is not None else {}
+    p_any = np.concatenate(p_all) if p_all else np.zeros(0)
+    y_any = np.concatenate(y_all) if y_all else np.zeros(0)
+    if gate is not None:
+        known = y_any >= 0
+        metrics.update(gate_summary(y_any[known] > 0, p_any[known], float(gate["threshold"]),
+                                    np.asarray(lesions)[known] if len(lesions) == len(known) else None))
+    return InferenceResult(metrics, p_any, y_any, (positives + others)[:panels])
+
+
+def _to_float(outputs: Mapping) -> dict:
+    """AMP outputs back to float32 so evaluators see one dtype."""
+    out = {}
+    for k, v in outputs.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            out[k] = v.float()
+        elif isinstance(v, list):
+            out[k] = [{kk: (vv.float() if vv.is_floating_point() else vv) for kk, vv in d.items()} for d in v]
+        else:
+            out[k] = v
+    return out
+
+
+def evaluate(model: nn.Module, loader: Iterable, evaluator, device: torch.device, *,
+             heads: Iterable[str], gate_cfg: Mapping | None = None, threshold: float | None = None,
+             amp: bool = False, channels_last: bool = False, panels: int = 0) -> InferenceResult:
+    """Evaluate ``heads`` on a split; with a cascade ``gate_cfg`` and no ``threshold``, choose the
+    threshold on this split first (call it on validation, then pass the result for test)."""
+    heads = set(heads)
+    gated = sorted(set(gate_cfg["heads"]) & heads) if gate_cfg else []
+    if not gated or "cls" not in heads:
+        return run_inference(model, loader, evaluator, device, heads=heads, amp=amp,
+                             channels_last=channels_last, panels=panels)
+    if threshold is None:
+        threshold = gate_cfg.get("threshold")
+    if threshold is None:
+        probe = run_inference(model, loader, None, device, heads={"cls"}, amp=amp, channels_last=channels_last)
+        known = probe.y_any >= 0
+        threshold = choose_gate_threshold(probe.y_any[known] > 0, probe.p_any[known],
+                                          float(gate_cfg["target_sensitivity"]))
+    result = run_inference(model, loader, evaluator, device, heads=heads,
+                           gate={"heads": gated, "threshold": float(threshold)}, amp=amp,
+                           channels_last=channels_last, panels=panels)
+    result.threshold = float(threshold)
+    return result

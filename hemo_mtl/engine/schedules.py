@@ -1,0 +1,248 @@
+"""Training schedules: which heads train, on which slices, with which weights, epoch by epoch.
+
+A schedule is a list of stages (``Stage``); the trainer asks it which stage an epoch belongs to and
+applies that stage: active heads (``model.set_active_heads``), loss multipliers, frozen parameter
+prefixes, and the training slices (those that have the stage's label depth, positives plus a seeded
+share of negatives). Registered in ``hemo_mtl.registry.SCHEDULES``:
+
+- ``joint``: one stage, every head every step, the configured loss balancing.
+- ``curriculum``: the configured stages (default: slice labels -> boxes -> masks, by label depth).
+- ``cascade``: the classifier first, then det/seg on positives plus ``neg_fraction`` of the negative
+  slices; at evaluation the classifier's ``any`` probability gates det/seg with a threshold chosen on
+  the validation split for a target sensitivity, and gated-off slices get empty predictions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..registry import SCHEDULES
+
+HEAD_NAMES = ("cls", "seg", "det")
+LABEL_DEPTHS = {"cls": "has_cls", "boxes": "has_boxes", "mask": "has_mask"}
+
+
+def task_of_loss(name: str) -> str:
+    """The head a loss belongs to: loss_cls -> cls, loss_seg* -> seg, RPN/RoI/mask/YOLO losses -> det."""
+    key = name.removeprefix("loss_")
+    if key.startswith("cls"):
+        return "cls"
+    if key.startswith(("seg", "dice")):
+        return "seg"
+    if key.startswith(("consistency", "aux")):
+        return "aux"
+    return "det"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    epochs: int
+    heads: frozenset[str]
+    loss_weights: Mapping[str, float] = field(default_factory=dict)
+    freeze: tuple[str, ...] = ()
+    labels: str | None = None
+    neg_fraction: float | None = None
+
+    def loss_weight(self, loss_name: str) -> float:
+        """Multiplier of a raw loss: by its full name first, then by its task; 1 when not named."""
+        if loss_name in self.loss_weights:
+            return float(self.loss_weights[loss_name])
+        return float(self.loss_weights.get(task_of_loss(loss_name), 1.0))
+
+    def is_frozen(self, param_name: str) -> bool:
+        return any(param_name == p or param_name.startswith(p + ".") for p in self.freeze)
+
+
+@dataclass
+class Schedule:
+    name: str
+    stages: list[Stage]
+    gate: dict | None = None  # cascade: {"heads", "target_sensitivity", "threshold"}
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+    def stage_index(self, epoch: int) -> int:
+        """Stage of 0-based ``epoch`` (epochs past the end belong to the last stage)."""
+        end = 0
+        for i, stage in enumerate(self.stages):
+            end += stage.epochs
+            if epoch < end:
+                return i
+        return len(self.stages) - 1
+
+    def stage_start_epoch(self, index: int) -> int:
+        return sum(s.epochs for s in self.stages[:index])
+
+    def heads_trained_by(self, index: int) -> set[str]:
+        """Heads that have trained in stages 0..index: the ones worth evaluating."""
+        return set().union(*(s.heads for s in self.stages[: index + 1]))
+
+    def select_indices(self, stage: Stage, has_table: pd.DataFrame, epoch: int, seed: int) -> np.ndarray:
+        """Dataset indices a stage trains on this epoch; raises when none are left."""
+        keep = np.ones(len(has_table), dtype=bool)
+        if stage.labels is not None:
+            keep &= has_table[LABEL_DEPTHS[stage.labels]].fillna(False).astype(bool).to_numpy()
+        idx = np.flatnonzero(keep)
+        if stage.neg_fraction is not None and stage.neg_fraction < 1:
+            positive = (pd.to_numeric(has_table["any"], errors="coerce").fillna(0).to_numpy() > 0)[idx]
+            neg = idx[~positive]
+            rng = np.random.default_rng([seed, epoch, 7919])
+            n_neg = int(round(stage.neg_fraction * len(neg)))
+            sampled = rng.choice(neg, size=n_neg, replace=False) if n_neg else neg[:0]
+            idx = np.sort(np.concatenate([idx[positive], sampled]))
+        if len(idx) == 0:
+            raise ValueError(
+                f"schedule stage {stage.name!r}: no training slices left "
+                f"(labels={stage.labels!r}, neg_fraction={stage.neg_fraction!r})"
+            )
+        return idx
+
+
+def build_schedule(schedule_cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
+    """The schedule named by ``schedule_cfg["name"]`` for a model with ``model_heads``."""
+    return SCHEDULES.build(schedule_cfg.get("name", "joint"), schedule_cfg, epochs, list(model_heads))
+
+
+def _stage(spec: Mapping, index: int, model_heads: Sequence[str]) -> Stage:
+    heads = spec.get("heads")
+    heads = frozenset(model_heads if heads is None else heads)
+    unknown = heads - set(model_heads)
+    if unknown:
+        raise ValueError(
+            f"schedule.stages[{index}] ({spec.get('name')}): heads {sorted(unknown)} are not in the model "
+            f"(model heads: {sorted(model_heads)})"
+        )
+    labels = spec.get("labels")
+    if labels is not None and labels not in LABEL_DEPTHS:
+        raise ValueError(f"schedule.stages[{index}].labels must be one of {sorted(LABEL_DEPTHS)}, got {labels!r}")
+    epochs = int(spec.get("epochs", 1))
+    if epochs < 1:
+        raise ValueError(f"schedule.stages[{index}].epochs must be >= 1, got {epochs}")
+    neg = spec.get("neg_fraction")
+    if neg is not None and not 0 <= float(neg) <= 1:
+        raise ValueError(f"schedule.stages[{index}].neg_fraction must be in [0, 1], got {neg}")
+    return Stage(
+        name=str(spec.get("name") or f"stage{index}"),
+        epochs=epochs,
+        heads=heads,
+        loss_weights=dict(spec.get("loss_weights") or {}),
+        freeze=tuple(spec.get("freeze") or ()),
+        labels=labels,
+        neg_fraction=None if neg is None else float(neg),
+    )
+
+
+def _split_epochs(epochs: int, parts: int) -> list[int]:
+    base = [epochs // parts] * parts
+    for i in range(epochs - sum(base)):
+        base[-1 - i] += 1
+    if min(base) < 1:
+        raise ValueError(f"train.epochs={epochs} is too few for {parts} stages")
+    return base
+
+
+@SCHEDULES.register("joint")
+def joint(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
+    if cfg.get("stages"):
+        raise ValueError("schedule.stages is for curriculum and cascade; joint trains every head every epoch")
+    return Schedule("joint", [Stage("joint", int(epochs), frozenset(model_heads))])
+
+
+@SCHEDULES.register("curriculum")
+def curriculum(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
+    specs = list(cfg.get("stages") or [])
+    if not specs:  # by label depth: slice labels -> boxes -> masks
+        depth = [("cls", {"cls"}), ("boxes", {"cls", "det"}), ("mask", {"cls", "det", "seg"})]
+        depth = [(lab, heads & set(model_heads)) for lab, heads in depth if heads & set(model_heads)]
+        specs = [
+            {"name": lab, "epochs": n, "heads": sorted(h), "labels": lab}
+            for (lab, h), n in zip(depth, _split_epochs(int(epochs), len(depth)))
+        ]
+    return Schedule("curriculum", [_stage(s, i, model_heads) for i, s in enumerate(specs)])
+
+
+@SCHEDULES.register("cascade")
+def cascade(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
+    ccfg = dict(cfg.get("cascade") or {})
+    if "cls" not in model_heads:
+        raise ValueError("schedule.name=cascade needs a classification head (model.heads.cls)")
+    gate_heads = [h for h in ccfg.get("gate", ["seg", "det"]) if h in model_heads]
+    specs = list(cfg.get("stages") or [])
+    if not specs:
+        cls_epochs = ccfg.get("cls_epochs") or max(1, int(epochs) // 3)
+        if int(epochs) - cls_epochs < 1:
+            raise ValueError(f"cascade: train.epochs={epochs} leaves no epochs after {cls_epochs} classifier epochs")
+        specs = [
+            {"name": "classifier", "epochs": cls_epochs, "heads": ["cls"], "labels": "cls"},
+            {"name": "localizers", "epochs": int(epochs) - cls_epochs, "heads": ["cls", *gate_heads],
+             "labels": "boxes" if "det" in gate_heads else "mask",
+             "neg_fraction": ccfg.get("neg_fraction", 0.25)},
+        ]
+    target = float(ccfg.get("target_sensitivity", 0.95))
+    if not 0 < target <= 1:
+        raise ValueError(f"schedule.cascade.target_sensitivity must be in (0, 1], got {target}")
+    gate = {"heads": gate_heads, "target_sensitivity": target, "threshold": ccfg.get("threshold")}
+    return Schedule("cascade", [_stage(s, i, model_heads) for i, s in enumerate(specs)], gate=gate)
+
+
+# -- cascade gating ----------------------------------------------------------------------------------
+
+
+def choose_gate_threshold(y_any: np.ndarray, p_any: np.ndarray, target_sensitivity: float) -> float:
+    """The highest threshold whose slice sensitivity (p >= t among y == 1) is at least the target.
+
+    With no positive slice there is nothing to protect: 0.5 is returned.
+    """
+    y = np.asarray(y_any).astype(bool)
+    p = np.asarray(p_any, dtype=np.float64)
+    pos = np.sort(p[y])[::-1]
+    if len(pos) == 0:
+        return 0.5
+    need = max(1, math.ceil(target_sensitivity * len(pos) - 1e-9))
+    return float(pos[need - 1])
+
+
+def gate_outputs(outputs: dict, keep: torch.Tensor, heads: Sequence[str]) -> dict:
+    """``outputs`` with slices where ``keep`` is False given empty seg/det predictions.
+
+    Empty segmentation = probability 1 for background; empty detection = zero instances.
+    """
+    keep = keep.to(torch.bool)
+    out = dict(outputs)
+    if "seg" in heads and "seg_prob" in out:
+        seg = out["seg_prob"].clone()
+        off = ~keep.to(seg.device)
+        seg[off] = 0
+        seg[off, 0] = 1
+        out["seg_prob"] = seg
+    if "det" in heads and "instances" in out:
+        out["instances"] = [
+            inst if bool(k) else {key: v[:0] for key, v in inst.items()}
+            for inst, k in zip(out["instances"], keep.tolist())
+        ]
+    return out
+
+
+def gate_summary(y_any: np.ndarray, p_any: np.ndarray, threshold: float,
+                 lesions_per_slice: np.ndarray | None = None) -> dict[str, float]:
+    """What gating costs on a split: sensitivity lost, slices skipped, lesions on skipped slices."""
+    y = np.asarray(y_any).astype(bool)
+    passed = np.asarray(p_any, dtype=np.float64) >= threshold
+    out = {
+        "cascade/gate/threshold": float(threshold),
+        "cascade/gate/skipped_fraction": float(1 - passed.mean()) if len(passed) else float("nan"),
+        "cascade/gate/sensitivity": float(passed[y].mean()) if y.any() else float("nan"),
+    }
+    out["cascade/gate/sensitivity_lost"] = 1 - out["cascade/gate/sensitivity"]
+    if lesions_per_slice is not None:
+        n = np.asarray(lesions_per_slice, dtype=np.float64)
+        out["cascade/gate/lesions_lost"] = float(n[~passed].sum() / n.sum()) if n.sum() else float("nan")
+    return out

@@ -1,0 +1,263 @@
+"""Write an evaluation to disk: metrics.json, report.md (tables + stated conventions) and PNG plots.
+
+Everything is written atomically (temp file in the target folder, then ``os.replace``). NaN
+(undefined) metrics are written as JSON ``null`` and as "n/a" in the tables.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..categories import LABELS
+
+# preferred column order per table; any other metric follows alphabetically
+COLUMN_ORDER = (
+    "dice", "iou", "dice_per_slice", "iou_per_slice", "precision_per_slice", "recall_per_slice", "hd95",
+    "precision", "recall", "specificity", "f1", "accuracy", "auc", "ap", "threshold",
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+    "sens@0.5fp", "sens@1fp", "sens@2fp", "sens@4fp", "mean_sens",
+    "mae_ml", "bias_ml", "sd_diff_ml", "loa_low_ml", "loa_high_ml", "mean_rel_err", "gt_mean_ml", "pred_mean_ml",
+)
+COUNT_COLUMNS = ("tp", "fp", "tn", "fn", "n", "n_pos")
+CI_TAGS = ("_ci95_low", "_ci95_high")
+ROW_ORDER = ("all",) + LABELS
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomic JSON with NaN/inf written as null (strict JSON)."""
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
+    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+
+
+def write_metrics_json(metrics: Mapping[str, float], path: str | Path) -> Path:
+    return write_json(path, dict(metrics))
+
+
+def _split_key(key: str) -> tuple[str, str, str] | None:
+    """(table, row, column) of a flat key: ``task/subset/metric`` or ``det/<kind>/<stat>[/<subtype>]``."""
+    parts = key.split("/")
+    if parts[0] == "det" and len(parts) in (3, 4):
+        return f"det/{parts[1]}", parts[3] if len(parts) == 4 else "all", parts[2]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return None
+
+
+def metric_tables(metrics: Mapping[str, float]) -> dict[str, dict[str, dict[str, str]]]:
+    """table -> row -> column -> formatted cell ("0.912 [0.871, 0.944]" when a CI is present)."""
+    tables: dict[str, dict[str, dict[str, str]]] = {}
+    for key, value in metrics.items():
+        if key.endswith(CI_TAGS):
+            continue
+        split = _split_key(key)
+        if split is None:
+            continue
+        table, row, col = split
+        count = col in COUNT_COLUMNS or col.startswith("n_")
+        cell = _fmt(value, count)
+        lo, hi = metrics.get(key + CI_TAGS[0]), metrics.get(key + CI_TAGS[1])
+        if lo is not None and hi is not None:
+            cell += f" [{_fmt(lo)}, {_fmt(hi)}]"
+        tables.setdefault(table, {}).setdefault(row, {})[col] = cell
+    return tables
+
+
+def _fmt(v: Any, count: bool = False) -> str:
+    if v is None or not math.isfinite(float(v)):
+        return "n/a"
+    return f"{int(round(float(v)))}" if count else f"{float(v):.4f}"
+
+
+def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
+    names = list(dict.fromkeys(names))
+    first = [n for n in order if n in names]
+    return first + sorted(n for n in names if n not in first)
+
+
+def render_markdown(metrics: Mapping[str, float], *, title: str = "Evaluation report",
+                    conventions: Sequence[str] = (), notes: Sequence[str] = (),
+                    plots: Sequence[str] = ()) -> str:
+    """Readable report: one table per task (rows = labels / subtypes, columns = metrics)."""
+    lines = [f"# {title}", ""]
+    if notes:
+        lines += [f"- {n}" for n in notes] + [""]
+    for table, rows in sorted(metric_tables(metrics).items()):
+        lines += [f"## {table}", ""]
+        cols = _ordered((c for r in rows.values() for c in r), COLUMN_ORDER)
+        lines.append("| label | " + " | ".join(cols) + " |")
+        lines.append("|---|" + "---|" * len(cols))
+        for row in _ordered(rows, ROW_ORDER):
+            lines.append(f"| {row} | " + " | ".join(rows[row].get(c, "") for c in cols) + " |")
+        lines.append("")
+    if conventions:
+        lines += ["## Conventions", ""] + [f"- {c}" for c in conventions] + [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _figure()
+    try:
+        _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_roc_pr(y_true, y_prob, valid, path: str | Path, title: str = "slice level") -> Path:
+    """ROC and precision-recall curves, one line per label with both classes present."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    plt = _figure()
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 5))
+    y_true, y_prob, valid = np.asarray(y_true), np.asarray(y_prob), np.asarray(valid, bool)
+    for j, label in enumerate(LABELS):
+        y, p = y_true[valid[:, j], j], y_prob[valid[:, j], j]
+        if not 0 < y.sum() < len(y):
+            continue
+        fpr, tpr, _ = roc_curve(y, p)
+        prec, rec, _ = precision_recall_curve(y, p)
+        ax_roc.plot(fpr, tpr, label=label)
+        ax_pr.step(rec, prec, where="post", label=label)
+    ax_roc.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax_roc.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC ({title})")
+    ax_pr.set(xlabel="recall", ylabel="precision", title=f"Precision-recall ({title})", ylim=(0, 1.02))
+    for ax in (ax_roc, ax_pr):
+        ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize=8)
+    return _save(fig, Path(path))
+
+
+def plot_confusion(metrics: Mapping[str, float], path: str | Path, prefix: str = "cls") -> Path | None:
+    """2x2 confusion matrices (threshold 0.5) for every label that has counts under ``prefix``."""
+    labels = [l for l in LABELS if f"{prefix}/{l}/tp" in metrics]
+    if not labels:
+        return None
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 2.8), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        g = lambda k: int(metrics[f"{prefix}/{label}/{k}"])  # noqa: E731
+        cm = np.array([[g("tn"), g("fp")], [g("fn"), g("tp")]])
+        ax.imshow(cm, cmap="Blues")
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(v), ha="center", va="center", color="black")
+        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["pred 0", "pred 1"],
+               yticklabels=["true 0", "true 1"], title=label)
+    fig.suptitle(f"{prefix}: confusion at threshold 0.5")
+    return _save(fig, Path(path))
+
+
+def plot_froc(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | Path,
+              unit: str = "slice") -> Path:
+    """FROC curves (sensitivity vs. false positives per unit, log x)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, c in curves.items():
+        fps = np.maximum(np.asarray(c["fps"]), 1e-3)
+        ax.step(fps, c["sensitivity"], where="post", label=name)
+    ax.set_xscale("log")
+    ax.set(xlabel=f"false positives per {unit}", ylabel="lesion sensitivity", ylim=(0, 1.02), title="FROC")
+    for f in (0.5, 1, 2, 4):
+        ax.axvline(f, color="grey", lw=0.6, ls=":")
+    ax.legend(fontsize=8)
+    return _save(fig, Path(path))
+
+
+def plot_bland_altman(table: Mapping[str, Any], path: str | Path, label: str = "any") -> Path | None:
+    """Bland-Altman plot of per-volume lesion volume (prediction - truth vs. mean) for one label."""
+    j = list(table["labels"]).index(label)
+    gt, pred = np.asarray(table["gt_ml"])[:, j], np.asarray(table["pred_ml"])[:, j]
+    if gt.size < 2:
+        return None
+    diff, mean = pred - gt, (pred + gt) / 2
+    bias, sd = diff.mean(), diff.std(ddof=1)
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(mean, diff, s=14)
+    for y, style in ((bias, "-"), (bias - 1.96 * sd, "--"), (bias + 1.96 * sd, "--")):
+        ax.axhline(y, color="C1", ls=style, lw=1)
+    ax.set(xlabel="mean of truth and prediction (mL)", ylabel="prediction - truth (mL)",
+           title=f"Bland-Altman, {label} volume (bias {bias:.2f}, LoA +/-{1.96 * sd:.2f} mL)")
+    return _save(fig, Path(path))
+
+
+def write_report(out_dir: str | Path, metrics: Mapping[str, float], *, details: Mapping[str, Any] | None = None,
+                 conventions: Sequence[str] = (), notes: Sequence[str] = (),
+                 title: str = "hemo-mtl evaluation") -> dict[str, Path]:
+    """metrics.json, report.md and the plots ``details`` allows, all in ``out_dir``; returns paths.
+
+    ``details`` (as ``MultiTaskEvaluator.details``): {"cls": {y_true, y_prob, valid, patient_ids},
+    "froc": {"2d": curve, "3d": curve}, "volumes": volume_table(...)}.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    details = details or {}
+    paths: dict[str, Path] = {"metrics": write_metrics_json(metrics, out / "metrics.json")}
+    plots: list[Path] = []
+    if "cls" in details:
+        d = details["cls"]
+        plots.append(plot_roc_pr(d["y_true"], d["y_prob"], d["valid"], out / "roc_pr.png"))
+    for prefix in ("cls", "cls_patient"):
+        p = plot_confusion(metrics, out / f"confusion_{prefix}.png", prefix)
+        if p:
+            plots.append(p)
+    froc = details.get("froc", {})
+    if froc:
+        units = {"2d": "slice", "3d": "volume"}
+        for kind, curve in froc.items():
+            plots.append(plot_froc({kind: curve}, out / f"froc_{kind}.png", units.get(kind, "unit")))
+    if "volumes" in details:
+        for label in ("any",):
+            p = plot_bland_altman(details["volumes"], out / f"bland_altman_{label}.png", label)
+            if p:
+                plots.append(p)
+    text = render_markdown(metrics, title=title, conventions=conventions, notes=notes, plots=plots)
+    paths["report"] = _atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    for p in plots:
+        paths[p.stem] = p
+    return paths

@@ -1,0 +1,87 @@
+"""MultiTaskModel: one trunk, any subset of heads; named losses in training, predictions in eval.
+
+Partial labels: each head computes its loss only over the slices whose ``has[task]`` is true; when
+no slice in the batch has that label the head returns an *exact zero that is still connected* to
+every one of its parameters (zero gradient). So the trainer can always sum all losses, and DDP sees
+a gradient for every parameter of an active head and never waits on one. Heads switched off with
+``set_active_heads`` produce neither losses nor predictions (their parameters get no gradient:
+run DDP with ``find_unused_parameters=True`` during such schedule stages).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hemo_mtl.registry import HEADS
+
+from .backbones import build_backbone
+from .defaults import resolve_model_cfg
+from .losses import CONSISTENCY_KEY, build_balancer, consistency_loss
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module], consistency: float = 0.0):
+        super().__init__()
+        if not heads:
+            raise ValueError("MultiTaskModel needs at least one head")
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+        self.consistency = float(consistency)
+        self._active = set(self.heads)
+        self.balancer: nn.Module | None = None
+
+    @property
+    def active_heads(self) -> set[str]:
+        return set(self._active)
+
+    def set_active_heads(self, names) -> None:
+        """Only these heads (config keys, e.g. {"cls", "seg"}) run; schedules call this per stage."""
+        names = {names} if isinstance(names, str) else set(names)
+        unknown = names - set(self.heads)
+        if unknown:
+            raise KeyError(f"unknown head(s) {sorted(unknown)}; this model has {sorted(self.heads)}")
+        if not names:
+            raise ValueError("set_active_heads needs at least one head")
+        self._active = names
+
+    @property
+    def loss_tasks(self) -> dict[str, str]:
+        """Loss key -> task (cls/seg/det) for every loss any head can return (for balancing)."""
+        tasks = {}
+        for head in self.heads.values():
+            names = getattr(head, "loss_names", (f"loss_{head.task}",))
+            tasks.update({name: head.task for name in names})
+        if self.consistency > 0:
+            tasks[CONSISTENCY_KEY] = "consistency"
+        return tasks
+
+    def forward(self, batch: dict) -> dict:
+        active = [k for k in self.heads if k in self._active]
+        with_fpn = any(self.heads[k].uses_fpn for k in active)
+        feats = self.backbone(batch["image"], with_fpn=with_fpn)
+        out: dict = {}
+        for key in active:
+            out.update(self.heads[key](feats, batch))
+        if not self.training:
+            return out
+        if self.consistency > 0 and "cls_logits" in out:
+            out[CONSISTENCY_KEY] = consistency_loss(out["cls_logits"], out.get("seg_logits"))
+        return {k: v for k, v in out.items() if k.startswith("loss_")}
+
+
+def build_model(model_cfg: dict | None = None) -> MultiTaskModel:
+    """Build from the ``model:`` section (validated against ``MODEL_DEFAULTS``); ``model.balancer``
+    is the ``LossBalancer`` for ``model.loss`` (a submodule, so learnable log-variances are in
+    ``model.parameters()`` and in checkpoints)."""
+    cfg = resolve_model_cfg(model_cfg)
+    backbone = build_backbone(cfg["backbone"])
+    heads = {key: HEADS.build(section["type"], backbone, **section) for key, section in cfg["heads"].items()}
+    model = MultiTaskModel(backbone, heads, consistency=cfg["loss"]["consistency"])
+    model.balancer = build_balancer(cfg["loss"], model.loss_tasks)
+    model.cfg = cfg
+    return model
+
+
+@torch.no_grad()
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

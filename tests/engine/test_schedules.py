@@ -1,0 +1,156 @@
+"""Schedules: curriculum stage switching, label-depth filtering, cascade gating (vs sklearn)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_curve
+
+from hemo_mtl.engine import (HookBase, build_schedule, choose_gate_threshold, evaluate, gate_outputs,
+                             gate_summary)
+from hemo_mtl.data.dataset import collate_samples
+
+from .test_trainer import make_trainer
+from .toy import ToyDataset, ToyModel
+
+torch.set_num_threads(2)
+
+
+class Recorder(HookBase):
+    def __init__(self):
+        self.epochs = []
+
+    def before_epoch(self):
+        t = self.trainer
+        ds = t.train_loader.dataset
+        idx = ds.indices if hasattr(ds, "indices") else list(range(len(ds)))
+        self.epochs.append({
+            "stage": t.stage.name, "heads": set(unwrap_heads(t.model)), "groups": len(t.optimizer.param_groups),
+            "indices": list(idx), "cls_weight": t.model.heads["cls"].weight.detach().clone(),
+            "frozen": [n for n, p in t.model.named_parameters() if not p.requires_grad],
+        })
+
+
+def unwrap_heads(model):
+    return model.active
+
+
+def test_curriculum_switches_heads_freezing_groups_and_slices(tmp_path):
+    cfg = {"name": "curriculum", "stages": [
+        {"name": "cls", "epochs": 1, "heads": ["cls"], "labels": "cls", "freeze": ["heads.seg"]},
+        {"name": "seg", "epochs": 2, "heads": ["seg"], "labels": "mask", "freeze": ["heads.cls"],
+         "neg_fraction": 0.0},
+        {"name": "all", "epochs": 1, "heads": ["cls", "seg"], "loss_weights": {"seg": 0.5}},
+    ]}
+    data = ToyDataset(patients=6, cls_only=("p00", "p01"))
+    trainer = make_trainer(tmp_path, cfg, dataset=data)
+    rec = Recorder()
+    trainer.register_hooks([rec])
+    seg_before = trainer.model.heads["seg"].weight.detach().clone()
+    trainer.train()
+    e = rec.epochs
+    assert [x["stage"] for x in e] == ["cls", "seg", "seg", "all"]
+    assert [x["heads"] for x in e] == [{"cls"}, {"seg"}, {"seg"}, {"cls", "seg"}]
+    # stage 0 froze the seg head, so it was not in the optimizer; stage 1 adds it as a new param group
+    assert [x["groups"] for x in e] == [1, 2, 2, 2]
+    assert e[0]["frozen"] == ["heads.seg.weight", "heads.seg.bias"]
+    assert e[1]["frozen"] == ["heads.cls.weight", "heads.cls.bias"]
+    # the frozen classifier does not move during the seg stage, and moves again in the last stage
+    assert torch.equal(e[1]["cls_weight"], e[2]["cls_weight"])
+    assert torch.equal(e[2]["cls_weight"], e[3]["cls_weight"])  # (recorded before each epoch)
+    assert not torch.equal(e[3]["cls_weight"], trainer.model.heads["cls"].weight)
+    assert not torch.equal(seg_before, trainer.model.heads["seg"].weight)
+    # label depth: the seg stage trains on positive slices with masks only (cls-only patients excluded)
+    table = data.has_table
+    want = set(np.flatnonzero(table["has_mask"].to_numpy() & (table["any"].to_numpy() > 0)))
+    for x in e[1:3]:
+        assert set(x["indices"]) <= want and len(x["indices"]) >= len(want) - trainer.batch_size
+    assert trainer.stage.loss_weight("loss_seg") == 0.5 and trainer.stage.loss_weight("loss_cls") == 1.0
+
+
+def test_neg_fraction_keeps_all_positives_and_a_seeded_share_of_negatives():
+    data = ToyDataset(patients=10)
+    sched = build_schedule({"name": "cascade"}, 6, ["cls", "seg"])
+    stage = sched.stages[1]
+    assert stage.heads == {"cls", "seg"} and stage.labels == "mask" and stage.neg_fraction == 0.25
+    table = data.has_table
+    pos, neg = np.flatnonzero(table["any"] > 0), np.flatnonzero(table["any"] == 0)
+    a = sched.select_indices(stage, table, epoch=3, seed=1)
+    assert set(pos) <= set(a)
+    assert len(set(a) & set(neg)) == round(0.25 * len(neg))
+    assert np.array_equal(a, sched.select_indices(stage, table, epoch=3, seed=1))
+    assert not np.array_equal(a, sched.select_indices(stage, table, epoch=4, seed=1))
+
+
+def test_default_stages_and_bad_stage_configs():
+    cur = build_schedule({"name": "curriculum"}, 7, ["cls", "seg", "det"])
+    assert [(s.labels, sorted(s.heads), s.epochs) for s in cur.stages] == [
+        ("cls", ["cls"], 2), ("boxes", ["cls", "det"], 2), ("mask", ["cls", "det", "seg"], 3)]
+    assert cur.stage_index(0) == 0 and cur.stage_index(4) == 2 and cur.total_epochs == 7
+    with pytest.raises(ValueError, match=r"heads \['det'\] are not in the model"):
+        build_schedule({"name": "curriculum", "stages": [{"heads": ["det"]}]}, 2, ["cls", "seg"])
+    with pytest.raises(ValueError, match="needs a classification head"):
+        build_schedule({"name": "cascade"}, 4, ["seg"])
+    with pytest.raises(KeyError, match="unknown schedule 'alternate'"):
+        build_schedule({"name": "alternate"}, 4, ["cls"])
+
+
+@pytest.mark.parametrize("seed,target", [(0, 0.95), (1, 0.8), (2, 1.0)])
+def test_gate_threshold_is_the_highest_meeting_the_target_sensitivity(seed, target):
+    rng = np.random.default_rng(seed)
+    y = rng.random(200) < 0.3
+    p = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1)
+    t = choose_gate_threshold(y, p, target)
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)  # reference: sklearn's operating points
+    expected = thresholds[np.flatnonzero(tpr >= target - 1e-12)[0]]
+    assert t == pytest.approx(expected)
+    assert (p[y] >= t).mean() >= target
+
+
+def test_gate_outputs_and_summary():
+    seg = torch.rand(3, 6, 4, 4).softmax(1)
+    inst = [{"boxes": torch.ones(2, 4), "labels": torch.ones(2, dtype=torch.long), "scores": torch.ones(2),
+             "masks": torch.ones(2, 4, 4)} for _ in range(3)]
+    out = gate_outputs({"seg_prob": seg, "instances": inst, "cls_prob": torch.rand(3, 6)},
+                       torch.tensor([True, False, True]), ["seg", "det"])
+    assert torch.equal(out["seg_prob"][0], seg[0]) and torch.equal(out["seg_prob"][2], seg[2])
+    assert torch.equal(out["seg_prob"][1].argmax(0), torch.zeros(4, 4, dtype=torch.long))
+    assert out["seg_prob"][1].sum(0).allclose(torch.ones(4, 4))
+    assert [len(i["boxes"]) for i in out["instances"]] == [2, 0, 2]
+    assert out["instances"][1]["masks"].shape == (0, 4, 4)
+    s = gate_summary(np.array([1, 1, 1, 0, 0]), np.array([0.9, 0.2, 0.6, 0.1, 0.7]), 0.5,
+                     lesions_per_slice=np.array([2, 1, 1, 0, 0]))
+    assert s["cascade/gate/sensitivity"] == pytest.approx(2 / 3)
+    assert s["cascade/gate/sensitivity_lost"] == pytest.approx(1 / 3)
+    assert s["cascade/gate/skipped_fraction"] == pytest.approx(2 / 5)
+    assert s["cascade/gate/lesions_lost"] == pytest.approx(1 / 4)
+
+
+class Capture:
+    def reset(self):
+        self.seen = []
+
+    def process(self, batch, outputs):
+        self.seen.append((outputs["cls_prob"][:, 0].clone(), outputs["seg_prob"].clone()))
+
+    def evaluate(self):
+        return {"n": sum(len(p) for p, _ in self.seen)}
+
+
+def test_cascade_evaluation_chooses_threshold_and_empties_gated_slices():
+    torch.manual_seed(0)
+    model = ToyModel()
+    data = ToyDataset(patients=4, noise=0.0)
+    loader = torch.utils.data.DataLoader(data, batch_size=5, collate_fn=collate_samples)
+    gate_cfg = {"heads": ["seg"], "target_sensitivity": 0.9, "threshold": None}
+    ev = Capture()
+    result = evaluate(model, loader, ev, torch.device("cpu"), heads={"cls", "seg"}, gate_cfg=gate_cfg)
+    p = torch.cat([p for p, _ in ev.seen])
+    seg = torch.cat([s for _, s in ev.seen])
+    y = np.array([float(data[i]["cls"][0]) for i in range(len(data))]) > 0
+    assert result.threshold == pytest.approx(choose_gate_threshold(y, p.numpy(), 0.9))
+    off = p < result.threshold
+    assert off.any() and (~off).any()
+    assert (seg[off].argmax(1) == 0).all() and (seg[off][:, 0] == 1).all()
+    assert result.metrics["cascade/gate/skipped_fraction"] == pytest.approx(float(off.float().mean()))
+    assert result.metrics["n"] == len(data)

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hemo_mtl.models.backbones import build_backbone
+from hemo_mtl.models.heads import SegmentationHead
+
+
+@pytest.fixture(scope="module")
+def trunk():
+    backbone = build_backbone({"name": "resnet18", "in_chans": 1, "fpn_channels": 16})
+    image = torch.rand(3, 1, 64, 48)
+    return backbone, backbone(image), image
+
+
+def _numpy_dice_loss(prob: np.ndarray, target: np.ndarray, classes) -> float:
+    """Reference: per-class soft Dice over the batch, smooth 1, averaged over ``classes``."""
+    scores = []
+    for c in classes:
+        p, t = prob[:, c], (target == c).astype(np.float64)
+        scores.append((2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1))
+    return 1 - float(np.mean(scores))
+
+
+@pytest.mark.parametrize("mode,k", [("multiclass", 6), ("binary", 2)])
+@pytest.mark.parametrize("refine", [True, False])
+def test_full_resolution_softmax(trunk, mode, k, refine):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, mode=mode, channels=16, refine=refine).eval()
+    prob = head(f, {"image": image})["seg_prob"]
+    assert prob.shape == (3, k, 64, 48)
+    assert torch.allclose(prob.sum(1), torch.ones(3, 64, 48), atol=1e-5)
+
+
+def test_loss_is_ce_plus_per_class_dice_on_masked_slices_only(trunk, mask_fn):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, channels=16)
+    mask = torch.from_numpy(np.stack([mask_fn(64, s)[:, :48] for s in range(3)]).astype(np.int64))
+    batch = {"image": image, "mask": mask, "has": {"mask": torch.tensor([True, False, True])}}
+    logits = head.logits(f, image).detach().requires_grad_()
+    loss = head.loss(logits, batch)["loss_seg"]
+    keep = [0, 2]
+    ce = F.cross_entropy(logits[keep], mask[keep])
+    dice = _numpy_dice_loss(logits[keep].softmax(1).detach().double().numpy(), mask[keep].numpy(), range(1, 6))
+    assert loss.item() == pytest.approx(ce.item() + dice, rel=1e-5)
+    loss.backward()
+    assert torch.all(logits.grad[1] == 0) and torch.any(logits.grad[0] != 0)
+
+
+def test_binary_mode_targets_any_bleed(trunk, mask_fn):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, mode="binary", channels=16, dice_weight=0.0)
+    mask = torch.from_numpy(np.stack([mask_fn(64, s)[:, :48] for s in range(3)]).astype(np.int64))
+    batch = {"image": image, "mask": mask, "has": {"mask": torch.ones(3, dtype=torch.bool)}}
+    logits = head.logits(f, image)
+    assert torch.allclose(head.loss(logits, batch)["loss_seg"], F.cross_entropy(logits, (mask > 0).long()))
+
+
+def test_no_mask_in_batch_gives_exact_zero_with_zero_grad(trunk):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, channels=16)
+    batch = {"image": image, "mask": torch.zeros(3, 64, 48, dtype=torch.long), "has": {"mask": torch.zeros(3, dtype=torch.bool)}}
+    loss = head(f, batch)["loss_seg"]
+    assert loss.item() == 0.0
+    loss.backward(retain_graph=True)
+    assert all(p.grad is not None and torch.all(p.grad == 0) for p in head.parameters())

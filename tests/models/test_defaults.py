@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hemo_mtl.models import HEAD_DEFAULTS, MODEL_DEFAULTS, build_model, resolve_model_cfg
+
+PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs" / "_base_" / "models").glob("*.yaml"))
+
+
+def test_defaults_cover_every_section_and_build():
+    assert set(MODEL_DEFAULTS) == {"backbone", "heads", "loss"}
+    assert set(MODEL_DEFAULTS["heads"]) == {"cls", "seg", "det"}
+    assert MODEL_DEFAULTS["heads"]["det"]["type"] == "rcnn"
+    assert resolve_model_cfg(None) == MODEL_DEFAULTS
+    assert {"classification", "segmentation", "rcnn", "yolo"} <= set(HEAD_DEFAULTS)
+
+
+def test_partial_sections_are_filled_and_heads_chosen():
+    cfg = resolve_model_cfg({"backbone": {"name": "resnet50"}, "heads": {"cls": {}, "det": {"type": "yolo"}, "seg": None}})
+    assert cfg["backbone"]["fpn_channels"] == MODEL_DEFAULTS["backbone"]["fpn_channels"]
+    assert set(cfg["heads"]) == {"cls", "det"} and cfg["heads"]["det"]["levels"] == ["p3", "p4", "p5"]
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"backbone": {"nmae": "resnet18"}}, r"model\.backbone: unknown key"),
+    ({"heads": {"det": {"type": "rcnn", "levels": ["p3"]}}}, r"model\.heads\.det: unknown key.*levels"),
+    ({"heads": {"seg": {"channels": "wide"}}}, r"model\.heads\.seg\.channels: expected int"),
+    ({"heads": {"aux": {}}}, r"model\.heads\.aux: no 'type'"),
+    ({"heads": {"det": {"type": "detr"}}}, r"unknown head type 'detr'"),
+    ({"loss": {"pcgrad": "yes"}}, r"model\.loss\.pcgrad: expected bool"),
+    ({"optimizer": {}}, r"model: unknown key"),
+])
+def test_bad_config_names_the_key(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_model_cfg(cfg)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_presets_are_valid_model_sections(path):
+    cfg = yaml.safe_load(path.read_text())
+    resolved = resolve_model_cfg(cfg["model"])
+    if resolved["backbone"]["name"] in ("resnet18", "mobilevit_s") and resolved["heads"].get("det", {}).get("type") != "yolo":
+        build_model(cfg["model"])

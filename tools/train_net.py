@@ -1,0 +1,224 @@
+#!/usr/bin/env python
+"""Train (and evaluate) a hemo-mtl model from a YAML config: the recipe, top to bottom.
+
+    python tools/train_net.py --config configs/mtl_cascade.yaml [key.sub=value ...]
+    python tools/train_net.py --config configs/demo.yaml output_dir=runs/demo train.epochs=2
+    python tools/train_net.py --config configs/mtl_joint.yaml --resume            # latest checkpoint
+    python tools/train_net.py --config configs/mtl_joint.yaml --eval-only --weights runs/x/model_final.pth
+    torchrun --nproc_per_node 2 tools/train_net.py --config configs/mtl_joint.yaml   # DDP (gloo on CPU)
+
+The run directory (``output_dir``) gets config.yaml, splits.json, checkpoints/, tensorboard events,
+metrics.json (one line per evaluation), model_final.pth, final_metrics.json (test split) and report.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+# OpenMP threads that spin while waiting make a shared 2-core machine several times slower; sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+try:
+    import hemo_mtl  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from hemo_mtl.atomic import atomic_write_json  # noqa: E402
+from hemo_mtl.config import ConfigError, load_config, save_config  # noqa: E402
+from hemo_mtl.engine import (CheckpointHook, EvalHook, LRScheduleHook, ProgressHook, TensorboardHook,  # noqa: E402
+                             Trainer, build_schedule, evaluate, init_distributed, latest_checkpoint,
+                             load_checkpoint, resolve_device, save_checkpoint, seed_everything)
+from hemo_mtl.engine.data import build_datasets, eval_loader, prepare_data_dir  # noqa: E402
+from hemo_mtl.engine.distributed import barrier, cleanup  # noqa: E402
+from hemo_mtl.engine.hooks import append_metrics_line  # noqa: E402
+from hemo_mtl.engine.trainer import NonFiniteLossError  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML config (may use _base_)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue from output_dir/checkpoints (latest) or from the given checkpoint path")
+    p.add_argument("--eval-only", action="store_true", help="only evaluate --weights on the test split")
+    p.add_argument("--weights", default=None, help="model_final.pth or a training checkpoint (with --eval-only)")
+    p.add_argument("opts", nargs="*", help="config overrides key.sub=value (output_dir=DIR sets the run dir)")
+    return p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> dict:
+    # 1. config, device, process group, seeds
+    cfg = load_config(args.config, args.opts)
+    tcfg = cfg["train"]
+    device = resolve_device(tcfg["device"], int(os.environ.get("LOCAL_RANK", "0")))
+    dist = init_distributed(device)
+    if device.type == "cpu" and tcfg.get("num_threads"):
+        torch.set_num_threads(int(tcfg["num_threads"]))
+    seed_everything(int(cfg["seed"]) + dist.rank, deterministic=bool(tcfg["deterministic"]))
+    out = Path(cfg["output_dir"])
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
+    # 2. data: generated phantom or a converted dataset, patient-wise splits
+    data_dir = prepare_data_dir(cfg, dist)
+    from hemo_mtl.data.splits import load_splits
+
+    splits = load_splits(data_dir / "splits.json")
+    if dist.is_main and (data_dir / "splits.json").resolve() != (out / "splits.json").resolve():
+        shutil.copyfile(data_dir / "splits.json", out / "splits.json")
+    datasets = build_datasets(cfg, data_dir, splits)
+    final_split = cfg["eval"]["final_split"]
+    if final_split not in ("val", "test"):
+        raise ConfigError(f"eval.final_split must be val or test, got {final_split!r}")
+    val_loader, test_loader = eval_loader(datasets["val"], cfg), eval_loader(datasets[final_split], cfg)
+
+    # 3. model, schedule, trainer
+    from hemo_mtl.data.dataset import collate_samples
+    from hemo_mtl.evaluation import MultiTaskEvaluator
+    from hemo_mtl.models import build_model
+    from hemo_mtl.models.losses import pcgrad_backward
+
+    model = build_model(cfg["model"])
+    heads = list(model.heads)
+    schedule = build_schedule(cfg["schedule"], int(tcfg["epochs"]), heads)
+    trainer = Trainer(
+        model, datasets["train"], schedule=schedule, train_cfg=tcfg, batch_size=int(cfg["data"]["batch_size"]),
+        collate_fn=collate_samples, seed=int(cfg["seed"]), num_workers=int(cfg["data"]["num_workers"]),
+        balancer=getattr(model, "balancer", None),
+        pcgrad=pcgrad_backward if cfg["model"].get("loss", {}).get("pcgrad") else None,
+        device=device, output_dir=out, config=cfg, dist_info=dist,
+    )
+    tasks = [t for t in cfg["eval"]["tasks"] if t in heads]
+
+    def run_eval(model_to_eval, loader, eval_heads, threshold=None, panels=0):
+        return evaluate(model_to_eval, loader, MultiTaskEvaluator(tasks), device, heads=eval_heads,
+                        gate_cfg=schedule.gate, threshold=threshold, amp=trainer.amp,
+                        channels_last=trainer.channels_last, panels=panels)
+
+    def eval_val(t: Trainer) -> dict:
+        result = run_eval(t.eval_model(), val_loader, schedule.heads_trained_by(t.stage_index or 0),
+                          panels=int(cfg["eval"]["image_panels"]))
+        if result.threshold is not None:
+            t.extra_state["cascade_threshold"] = result.threshold
+        for i, panel in enumerate(result.panels):
+            t.storage.put_image(f"val/panel_{i}", panel)
+        return result.metrics
+
+    trainer.register_hooks([
+        LRScheduleHook(),
+        EvalHook(int(tcfg["eval_period"]), eval_val, out / "metrics.json"),
+        CheckpointHook(int(tcfg["checkpoint_period"]), int(tcfg["checkpoint_keep"])),
+        TensorboardHook(out, int(tcfg["log_period"])),
+        ProgressHook(bool(tcfg["progress"])),
+    ])
+
+    # 4. train (or load weights), then evaluate on the test split
+    start = time.perf_counter()
+    if args.eval_only:
+        if not args.weights:
+            raise ConfigError("--eval-only needs --weights PATH")
+        state = load_checkpoint(args.weights, map_location=device)
+        model.load_state_dict(state["model"])
+        eval_model, threshold = model, (state.get("cascade") or {}).get("threshold")
+    else:
+        if args.resume:
+            path = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
+            if path is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+            trainer.resume(path)
+            print(f"resumed from {path} at epoch {trainer.start_epoch}", file=sys.stderr)
+        trainer.train()
+        eval_model, threshold = trainer.eval_model(), trainer.extra_state.get("cascade_threshold")
+    train_seconds = time.perf_counter() - start
+
+    final: dict = {}
+    if dist.is_main:
+        if schedule.gate is not None and threshold is None:  # choose the gate on validation
+            threshold = run_eval(eval_model, val_loader, set(heads)).threshold
+        result = run_eval(eval_model, test_loader, set(heads), threshold=threshold,
+                          panels=int(cfg["eval"]["image_panels"]))
+        final = result.metrics
+        gate = None if result.threshold is None else {"threshold": result.threshold, "heads": schedule.gate["heads"]}
+        if not args.eval_only:
+            save_checkpoint(out / "model_final.pth", {"model": eval_model.state_dict(), "config": cfg,
+                                                      "cascade": gate or {}})
+            final["time/train_seconds"] = round(train_seconds, 1)
+        atomic_write_json(out / "final_metrics.json", final)
+        append_metrics_line(out / "metrics.json", {"epoch": trainer.epochs_done, "iter": trainer.iter,
+                                                   "split": "test", **final})
+        _write_test_logs(out, final, result.panels, trainer.iter)
+        _write_report(out, final, cfg, gate, datasets)
+        print(summary_line(final, train_seconds), flush=True)
+    barrier()
+    return final
+
+
+def _write_test_logs(out: Path, metrics: dict, panels, step: int) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(out)) as writer:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and value == value:
+                writer.add_scalar(f"test/{key}", value, step)
+        for i, panel in enumerate(panels):
+            writer.add_image(f"test/panel_{i}", panel, step)
+
+
+def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datasets: dict) -> None:
+    """report/ (metrics.json, report.md, plots from the evaluation package) + report.md at the top."""
+    from hemo_mtl.evaluation import CONVENTIONS, write_report
+
+    notes = [
+        f"config: {cfg['output_dir']}/config.yaml (schedule {cfg['schedule']['name']}, backbone "
+        f"{cfg['model'].get('backbone', {}).get('name')}, image_size {cfg['data']['image_size']})",
+        f"{cfg['eval']['final_split']} split: {len(datasets[cfg['eval']['final_split']])} slices of "
+        f"{len(set(datasets[cfg['eval']['final_split']].patient_ids))} patients",
+    ]
+    if gate:
+        notes.append(
+            f"cascade: the classifier gates {', '.join(gate['heads'])} at p(any) >= {gate['threshold']:.4f} "
+            f"(chosen on the validation split for sensitivity >= {cfg['schedule']['cascade']['target_sensitivity']}); "
+            f"gated-off slices get empty predictions. On test: {metrics.get('cascade/gate/skipped_fraction', float('nan')):.3f} "
+            f"of slices skipped, slice sensitivity lost to gating {metrics.get('cascade/gate/sensitivity_lost', float('nan')):.3f}, "
+            f"lesions on gated-off slices {metrics.get('cascade/gate/lesions_lost', float('nan')):.3f}."
+        )
+    conventions = [c for task in ("cls", "seg", "det") for c in CONVENTIONS.get(task, ())]
+    paths = write_report(out / "report", metrics, conventions=conventions, notes=notes,
+                         title=f"hemo-mtl test report: {Path(cfg['output_dir']).name}")
+    text = Path(paths["report"]).read_text(encoding="utf-8")
+    for key, p in paths.items():
+        if key not in ("metrics", "report"):
+            text = text.replace(f"]({Path(p).name})", f"](report/{Path(p).name})")
+    from hemo_mtl.atomic import atomic_write_text
+
+    atomic_write_text(out / "report.md", text)
+
+
+def summary_line(m: dict, seconds: float) -> str:
+    keys = ("cls/any/f1", "seg/any/dice", "det/bbox/AP50", "det/segm/AP50", "cascade/gate/skipped_fraction")
+    parts = [f"{k}={m[k]:.4f}" for k in keys if isinstance(m.get(k), (int, float))]
+    return f"test: {' '.join(parts)} ({seconds / 60:.1f} min)"
+
+
+def cli(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        main(args)
+    except (ConfigError, FileNotFoundError, NonFiniteLossError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
