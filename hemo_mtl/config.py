@@ -127,6 +127,19 @@ def config_schema() -> dict:
     return schema
 
 
+def _head_base(default: Mapping, spec: Mapping) -> Mapping:
+    """The defaults a head section is filled from: those of its own ``type`` (a YOLO ``det`` must not
+    inherit Mask R-CNN keys), else the default head of that name."""
+    kind = spec.get("type", default.get("type"))
+    if kind == default.get("type"):
+        return default
+    try:
+        from .models import HEAD_DEFAULTS  # noqa: PLC0415
+    except ImportError:
+        return default
+    return HEAD_DEFAULTS.get(kind, default)
+
+
 def resolve(cfg: Mapping, schema: Mapping | None = None) -> dict:
     """Defaults filled in under ``cfg``, then the whole result validated."""
     schema = config_schema() if schema is None else schema
@@ -138,7 +151,7 @@ def resolve(cfg: Mapping, schema: Mapping | None = None) -> dict:
     if default_heads is not None or user_heads is not None:
         heads = user_heads if user_heads is not None else default_heads
         out["model"]["heads"] = {
-            name: deep_merge(copy.deepcopy((default_heads or {}).get(name) or {}), spec or {})
+            name: deep_merge(copy.deepcopy(_head_base((default_heads or {}).get(name) or {}, spec or {})), spec or {})
             for name, spec in (heads or {}).items()
             if spec is not None
         }

@@ -13,6 +13,12 @@ fraction of a 120 mm head), so anatomy scales with ``size`` and ``slices``. Arra
 (X, Y, Z) with Z the axial slice axis, slice 0 at the skull base; ``vol[:, :, k]`` is the (H, W)
 image with anterior at row 0. Everything is vectorised numpy; per-slice work is at most a loop over
 slices.
+
+No crumbs: real annotators never draw specks, and a 1-px box is a target no detector can hit, so every
+per-slice 8-connected component of every lesion mask has at least ``min_component_area(size)`` pixels.
+Shapes are drawn so they do not fragment (an SDH crescent is at least 2 px thick); a filter then
+guarantees it, giving the pixels of a dropped speck back to what they held before that bleed was
+painted, so image and mask always agree (no blood HU without a mask).
 """
 from __future__ import annotations
 
@@ -33,17 +39,22 @@ __all__ = [
     "GENERATOR_VERSION",
     "PhantomCase",
     "make_phantom_case",
+    "min_component_area",
     "patient_seed",
     "slice_labels",
     "write_phantom_dataset",
 ]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: no lesion components below min_component_area; own noise stream
 HEAD_HEIGHT_MM = 120.0  # z extent covered by the volume: `slices` slices of HEAD_HEIGHT_MM/slices mm
 NORMAL_FRACTION = 0.25
 LOCATIONS = ("lobar", "deep", "subtentorial")
 MIN_SIZE, MIN_SLICES = 32, 4
 _MAX_TRIES = 8
+MIN_COMPONENT_PX = 6  # floor of the smallest lesion component kept in a slice, in pixels
+MIN_COMPONENT_FRACTION = 2e-4  # ... and as a fraction of the slice (~11 mm^2 at any size: 52 px at 512)
+_IN_PLANE_8 = np.zeros((3, 3, 3), bool)
+_IN_PLANE_8[:, :, 1] = True  # 8-connectivity within each axial slice, none across slices
 
 
 @dataclass
@@ -341,8 +352,10 @@ def _sdh(h: _Head, rng):
     hs, zr = rng.uniform(3.0, 8.0), rng.uniform(12.0, 28.0)
     arc = _dome(_wrap(h.theta - theta) / half)
     zs = h.slab(k, zr)
-    thick = hs * arc * _dome(h.dz(zs, k) / zr)
-    blood = _slab_part(h, "intracranial", zs) & (h.depth[:, :, zs] < thick)
+    taper = arc * _dome(h.dz(zs, k) / zr)
+    # at least 2 px thick: a band thinner than a pixel rasterises as a dotted line of specks
+    thick = np.maximum(hs * taper, 2.0 * h.s)
+    blood = _slab_part(h, "intracranial", zs) & (taper > 0.2) & (h.depth[:, :, zs] < thick)
     return zs, blood, ("subtentorial" if sub else "lobar"), None
 
 
@@ -466,15 +479,19 @@ def make_phantom_case(
     hu = _paint_anatomy(h, rng, lf)
     mask = np.zeros(h.shape, np.uint8)
     inst = np.zeros(h.shape, np.uint8)
+    min_area = min_component_area(size)
     painted: list[tuple[str, str]] = []
+    before: list[tuple[slice, np.ndarray, np.ndarray, np.ndarray]] = []  # (slab, hu, mask, inst) pre-bleed
     for subtype in _lesion_plan(rng, normal, subtypes):
         for _ in range(_MAX_TRIES):
             zs, blood, location, halo = PAINTERS[subtype](h, rng)
+            blood = blood & ~_specks(blood, min_area)
             if blood.any():
                 break
         else:
             continue
         label = CATEGORY_IDS[subtype]
+        before.append((zs, hu[:, :, zs].copy(), mask[:, :, zs].copy(), inst[:, :, zs].copy()))
         if halo is not None:  # oedema only where no earlier bleed is
             np.copyto(hu[:, :, zs], np.float32(rng.uniform(10.0, 20.0)), where=halo & (mask[:, :, zs] == 0))
         shift = tuple(int(v) for v in rng.random(2) * size)  # same draws at any size
@@ -483,7 +500,10 @@ def make_phantom_case(
         np.copyto(mask[:, :, zs], np.uint8(label), where=blood)
         painted.append((subtype, location))
         np.copyto(inst[:, :, zs], np.uint8(len(painted)), where=blood)
-    hu += rng.standard_normal(h.shape, dtype=np.float32) * np.float32(rng.uniform(3.0, 6.0))
+        _unpaint_specks(hu, mask, inst, before, min_area)
+    # scanner noise from its own stream: the same for a patient whatever bleeds were painted
+    noise_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    hu += noise_rng.standard_normal(h.shape, dtype=np.float32) * np.float32(noise_rng.uniform(3.0, 6.0))
 
     inst, lesions = _final_lesions(inst, painted)
     spacing = (h.s, h.s, h.sz)
@@ -500,6 +520,43 @@ def make_phantom_case(
         anatomy={k: h.parts[k] for k in keep},
         instances=inst,
     )
+
+
+def min_component_area(size: int) -> int:
+    """Smallest per-slice 8-connected lesion component (pixels) in a ``size`` x ``size`` phantom.
+
+    ``max(MIN_COMPONENT_PX, round(MIN_COMPONENT_FRACTION * size**2))``: about 11 mm^2 (a 3.3 mm
+    square) at any size, floored at 6 px for small slices (6 px at 64..180, 13 at 256,
+    52 at 512)."""
+    return max(MIN_COMPONENT_PX, int(round(MIN_COMPONENT_FRACTION * size * size)))
+
+
+def _specks(region: np.ndarray, min_area: int) -> np.ndarray:
+    """The voxels of ``region`` (bool X, Y, Z) in per-slice 8-connected components under min_area."""
+    out = np.zeros(region.shape, bool)
+    box = ndimage.find_objects(region.view(np.uint8))  # labelling only the bounding box is ~5x faster
+    if not box:
+        return out
+    labels, _ = ndimage.label(region[box[0]], structure=_IN_PLANE_8)
+    small = np.bincount(labels.ravel()) < min_area
+    small[0] = False
+    out[box[0]] = small[labels]
+    return out
+
+
+def _unpaint_specks(hu, mask, inst, before, min_area: int) -> None:
+    """Give every speck of an earlier bleed back to what it held before that bleed was painted.
+
+    A later bleed can cut an earlier one into pieces. Undoing a speck of bleed i may uncover an even
+    earlier bleed j < i there, so bleeds are visited latest first and each is fixed once. The pixels
+    undone were never touched after bleed i (they still belong to it), so the restore is exact."""
+    for i in range(len(before) - 1, 0, -1):  # the newest bleed was painted whole: nothing cut it
+        zs, hu0, mask0, inst0 = before[i - 1]
+        speck = _specks(inst[:, :, zs] == i, min_area)
+        if speck.any():
+            hu[:, :, zs][speck] = hu0[speck]
+            mask[:, :, zs][speck] = mask0[speck]
+            inst[:, :, zs][speck] = inst0[speck]
 
 
 def _final_lesions(inst: np.ndarray, painted: list[tuple[str, str]]) -> tuple[np.ndarray, list[dict]]:

@@ -23,6 +23,7 @@ from hemo_mtl.data.phantom import (
     GENERATOR_VERSION,
     LOCATIONS,
     make_phantom_case,
+    min_component_area,
     patient_seed,
     slice_labels,
     write_phantom_dataset,
@@ -197,6 +198,40 @@ def test_affine_spacing_and_bad_arguments(tmp_path):
         make_phantom_case(0, normal=True, subtypes=("EDH",))
     with pytest.raises(ValueError, match="patients"):
         write_phantom_dataset(tmp_path, patients=0, seed=0)
+
+
+# ------------------------------------------------------------------------------------------ specks
+@pytest.mark.parametrize("size", [128, 256])
+def test_no_lesion_component_in_a_slice_is_smaller_than_the_minimum(size):
+    """Annotators draw no specks: every per-slice 8-connected component of every subtype is big enough."""
+    expected = max(6, round(2e-4 * size * size))  # the documented minimum: ~11 mm^2, at least 6 px
+    assert min_component_area(size) == expected
+    cases = [make_phantom_case(patient_seed(1, k), size=size, slices=24, normal=False) for k in range(8)]
+    cases += [make_phantom_case(s, size=size, slices=24, subtypes=("SDH", "EDH", "SAH", "IVH", "IPH")) for s in SEEDS]
+    areas = []
+    for case in cases:
+        for name in SUBTYPES:
+            sub = case.mask == CATEGORY_IDS[name]
+            for k in np.flatnonzero(sub.any(axis=(0, 1))):
+                labels, n = ndi.label(sub[:, :, k], structure=np.ones((3, 3), bool))
+                areas += [(name, k, a) for a in np.bincount(labels.ravel())[1:]]
+    assert len(areas) > 50
+    small = [a for a in areas if a[2] < expected]
+    assert not small, small
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_outside_the_masks_the_image_is_the_bleed_free_head(size):
+    """No blood HU without a mask: unlabelled voxels equal the same patient drawn without bleeds
+    (same anatomy and scanner noise), however the bleeds overlap. IPH is left out: its oedema halo is
+    unlabelled by design."""
+    for seed in SEEDS:
+        bleed_free = make_phantom_case(seed, size=size, slices=24, normal=True)
+        case = make_phantom_case(seed, size=size, slices=24, subtypes=("SDH", "EDH", "SAH", "IVH"))
+        assert case.mask.any()
+        outside = case.mask == 0
+        np.testing.assert_array_equal(case.volume[outside], bleed_free.volume[outside])
+        assert (case.volume[~outside] != bleed_free.volume[~outside]).mean() > 0.99
 
 
 # ------------------------------------------------------------------------------------------ geometry
