@@ -1,0 +1,378 @@
+"""Run a trained checkpoint on whole scans: NIfTI volumes, DICOM series, folders of PNG/JPG slices.
+
+The input path is the training path in batch form: HU windows stacked as channels (``stack_windows``)
+or 8-bit display slices / 255, then fit-longest-side + centre pad to ``data.image_size`` (the same
+geometry as albumentations' LongestMaxSize + PadIfNeeded, done with ``F.interpolate`` on all slices at
+once). Model outputs are mapped back (crop the pad, resize to the slice size) so masks line up with the
+input voxels and write into NIfTI on the input's affine. Slices go through the model ``batch_size`` at a
+time; ``batch_size=1`` is the per-slice loop kept for benchmarks and equivalence tests.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..categories import LABELS
+from ..data.io import DataError, load_dicom_series, load_display_image, load_nifti
+from ..data.windowing import check_hu_range, stack_windows
+from .postprocess import clean_mask
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class PredictOptions:
+    batch_size: int = 16
+    gate: bool = True  # apply the checkpoint's cascade gate when it has one
+    flip_tta: bool = False  # average with the left-right mirrored pass (array axis 0 = patient L/R)
+    sliding_window: bool = False  # native resolution, patch x patch windows, overlap-averaged
+    patch: int = 160
+    stride: int = 80
+    closing: int = 0  # iterations of a 3x3 in-plane closing, per subtype
+    opening: int = 0
+    min_voxels: int = 0  # drop 3D lesions smaller than this
+    score_threshold: float = 0.5  # detections kept in detections.json
+    mask_threshold: float = 0.5  # instance mask probability -> pixel
+    subtype_threshold: float = 0.5  # patient-level p >= this -> subtype predicted
+
+
+@dataclass
+class Scan:
+    """One scan ready for the model: HU volume (X, Y, Z) or a list of 2D display slices."""
+    path: str
+    kind: str  # "hu" or "display"
+    slices: np.ndarray | list[np.ndarray]  # (X, Y, Z) float32 HU, or list of (H, W) uint8
+    affine: np.ndarray | None = None
+    names: list[str] | None = None  # slice file names (image folders)
+
+    @property
+    def num_slices(self) -> int:
+        return self.slices.shape[2] if isinstance(self.slices, np.ndarray) else len(self.slices)
+
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        if self.affine is None:
+            return None
+        return tuple(float(s) for s in np.sqrt((np.asarray(self.affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+@dataclass
+class ScanPrediction:
+    cls_prob: np.ndarray  # (Z, 6) any + subtypes
+    mask: np.ndarray | list[np.ndarray]  # (X, Y, Z) uint8 for volumes; list of (H, W) for image folders
+    instances: list[dict]  # per slice: boxes (N,4) xyxy, labels, scores, masks (N,H,W) bool, original size
+    gate_passed: np.ndarray | None = None  # (Z,) bool where the cascade gate ran
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- input
+def load_scan(path) -> Scan:
+    """A NIfTI file, a DICOM series folder or a folder of PNG/JPG slices; errors name the file."""
+    path = Path(path)
+    if path.is_file():
+        if not path.name.lower().endswith(NIFTI_SUFFIXES):
+            raise DataError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM folder or image folder")
+        vol = load_nifti(path)
+        check_hu_range(vol.data, str(path))
+        return Scan(str(path), "hu", vol.data, vol.affine)
+    if not path.is_dir():
+        raise DataError(f"{path}: input not found")
+    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if images:
+        return Scan(str(path), "display", [load_display_image(p) for p in images], None, [p.name for p in images])
+    vol = load_dicom_series(path)
+    check_hu_range(vol.data, str(path))
+    return Scan(str(path), "hu", vol.data, vol.affine)
+
+
+def find_scans(path) -> list[Path]:
+    """The scans under ``path``: itself when it is one scan (a NIfTI file, an image folder, a DICOM
+    folder), else every entry of a folder of scans. Files there that are not NIfTI stay in the list,
+    so they are reported as bad scans rather than silently skipped; hidden files are ignored."""
+    path = Path(path)
+    if path.is_file() or not path.is_dir():
+        return [path]
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in entries):
+        return [path]
+    if any(p.is_dir() or p.name.lower().endswith(NIFTI_SUFFIXES) for p in entries):
+        return entries
+    return [path]  # only plain files: a DICOM series folder (or an error naming it)
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_config(cfg: Any) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -------------------------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class Fit:
+    """Where an (H, W) slice sits inside the square model input after resize + centre pad."""
+    height: int
+    width: int
+    size: int
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        scale = self.size / max(self.height, self.width)
+        return int(round(self.height * scale)), int(round(self.width * scale))
+
+    @property
+    def pad(self) -> tuple[int, int]:
+        h, w = self.resized
+        return (self.size - h) // 2, (self.size - w) // 2
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        h, w = self.resized
+        return h / self.height, w / self.width
+
+
+def fit_to_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, size, size): longest side to ``size`` (bilinear, half-pixel centres like
+    cv2.INTER_LINEAR), zero pad centred (PadIfNeeded's default)."""
+    fit = Fit(x.shape[-2], x.shape[-1], size)
+    h, w = fit.resized
+    if (h, w) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    top, left = fit.pad
+    return F.pad(x, (left, size - w - left, top, size - h - top))
+
+
+def unfit(maps: torch.Tensor, fit: Fit) -> torch.Tensor:
+    """Inverse of ``fit_to_square`` for probability maps (N, K, size, size) -> (N, K, H, W)."""
+    h, w = fit.resized
+    top, left = fit.pad
+    maps = maps[..., top:top + h, left:left + w]
+    if (h, w) != (fit.height, fit.width):
+        maps = F.interpolate(maps, size=(fit.height, fit.width), mode="bilinear", align_corners=False)
+    return maps
+
+
+def label_map(prob: torch.Tensor) -> torch.Tensor:
+    """argmax over dim 1 as uint8 (first maximum wins, like argmax), done as a running maximum over
+    the few channels: contiguous passes are ~5x faster than torch.argmax over a strided dim 1."""
+    best = prob[:, 0].clone()
+    labels = torch.zeros(best.shape, dtype=torch.uint8)
+    for c in range(1, prob.shape[1]):
+        better = prob[:, c] > best
+        best = torch.where(better, prob[:, c], best)
+        labels[better] = c
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------- model
+def load_model(weights, device: str | torch.device = "cpu"):
+    """(model in eval mode, checkpoint dict) from a model_final.pth (``weights_only`` loading)."""
+    from ..engine.checkpoint import load_checkpoint
+    from ..models import build_model
+
+    state = load_checkpoint(weights, map_location=device)
+    for key in ("model", "config"):
+        if key not in state:
+            raise ValueError(f"{weights}: checkpoint has no {key!r} entry (expected model_final.pth)")
+    model = build_model(state["config"]["model"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
+class Predictor:
+    """A checkpoint ready to predict scans with the training-time preprocessing of its config."""
+
+    def __init__(self, model, config: dict, cascade: dict | None = None, options: PredictOptions | None = None,
+                 device: str | torch.device = "cpu", weights_sha256: str | None = None):
+        self.model = model.eval()
+        self.config = config
+        self.cascade = dict(cascade or {})
+        self.options = options or PredictOptions()
+        self.device = torch.device(device)
+        self.windows = tuple(config["data"]["windows"])
+        self.image_size = int(config["data"]["image_size"])
+        self.weights_sha256 = weights_sha256
+        self.config_sha256 = sha256_config(config)
+
+    @classmethod
+    def from_checkpoint(cls, weights, options: PredictOptions | None = None, device="cpu") -> "Predictor":
+        model, state = load_model(weights, device)
+        return cls(model, state["config"], state.get("cascade"), options, device, sha256_file(weights))
+
+    @property
+    def gate_threshold(self) -> float | None:
+        thr = self.cascade.get("threshold")
+        return float(thr) if (self.options.gate and thr is not None) else None
+
+    # ------------------------------------------------------------------ preprocessing
+    def channels(self, scan: Scan) -> list[torch.Tensor]:
+        """Windowed (N, C, H, W) float tensors, one per group of equal-size slices (volumes: one)."""
+        if scan.kind == "hu":
+            vol = np.ascontiguousarray(np.moveaxis(scan.slices, 2, 0))  # (Z, X, Y): slice k = vol[:, :, k]
+            return [torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack_windows(vol, self.windows), 0, 1)))]
+        c = len(self.windows)
+        return [torch.from_numpy(s.astype(np.float32) / 255.0)[None, None].expand(1, c, *s.shape).contiguous()
+                for s in scan.slices]
+
+    # ------------------------------------------------------------------ model passes
+    @torch.no_grad()
+    def _forward(self, x: torch.Tensor) -> dict:
+        """Model outputs for (B, C, S, S), flip-averaged when asked, gated when the checkpoint says so."""
+        from ..engine.schedules import gate_outputs
+
+        out = dict(self.model({"image": x.to(self.device)}))
+        if self.options.flip_tta:
+            flipped = self.model({"image": x.flip(-2).to(self.device)})
+            for key in ("cls_prob", "seg_prob"):
+                if key in out:
+                    other = flipped[key].flip(-2) if key == "seg_prob" else flipped[key]
+                    out[key] = (out[key] + other) / 2
+        out = {k: (v.float().cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
+        if "instances" in out:
+            out["instances"] = [{k: v.float().cpu() for k, v in inst.items()} for inst in out["instances"]]
+        thr = self.gate_threshold
+        if thr is not None and "cls_prob" in out:
+            keep = out["cls_prob"][:, 0] >= thr
+            out = gate_outputs(out, keep, self.cascade.get("heads", ("seg", "det")))
+            out["gate_passed"] = keep
+        return out
+
+    def _run_batches(self, x: torch.Tensor) -> dict:
+        """All of ``x`` through the model ``batch_size`` slices at a time; outputs concatenated."""
+        parts = [self._forward(x[i:i + self.options.batch_size]) for i in range(0, len(x), self.options.batch_size)]
+        out: dict = {}
+        for key in parts[0]:
+            if key == "instances":
+                out[key] = [inst for p in parts for inst in p[key]]
+            else:
+                out[key] = torch.cat([p[key] for p in parts])
+        return out
+
+    def _sliding(self, x: torch.Tensor) -> dict:
+        """Native-resolution patches (``patch``, ``stride``): seg probabilities averaged where windows
+        overlap, p(slice) = max over windows, instances shifted to the slice and merged by NMS."""
+        from torchvision.ops import batched_nms
+
+        p, s = self.options.patch, self.options.stride
+        n, _, h, w = x.shape
+        ph, pw = max(h, p), max(w, p)
+        x = F.pad(x, (0, pw - w, 0, ph - h))
+        tops = sorted({*range(0, ph - p + 1, s), ph - p})
+        lefts = sorted({*range(0, pw - p + 1, s), pw - p})
+        seg = cnt = cls = None
+        boxes = [[] for _ in range(n)]
+        for top in tops:
+            for left in lefts:
+                out = self._run_batches(x[..., top:top + p, left:left + p])
+                if "seg_prob" in out:
+                    if seg is None:
+                        seg = torch.zeros(n, out["seg_prob"].shape[1], ph, pw)
+                        cnt = torch.zeros(1, 1, ph, pw)
+                    seg[..., top:top + p, left:left + p] += out["seg_prob"]
+                    cnt[..., top:top + p, left:left + p] += 1
+                if "cls_prob" in out:
+                    cls = out["cls_prob"] if cls is None else torch.maximum(cls, out["cls_prob"])
+                for i, inst in enumerate(out.get("instances", [])):
+                    m = inst["masks"].reshape(len(inst["boxes"]), p, p) if len(inst["boxes"]) else torch.zeros(0, p, p)
+                    full = torch.zeros(len(m), ph, pw)
+                    full[:, top:top + p, left:left + p] = m
+                    shift = torch.tensor([left, top, left, top], dtype=torch.float32)
+                    boxes[i].append({"boxes": inst["boxes"] + shift, "labels": inst["labels"],
+                                     "scores": inst["scores"], "masks": full})
+        result: dict = {}
+        if cls is not None:
+            result["cls_prob"] = cls
+        if seg is not None:
+            result["seg_prob"] = (seg / cnt)[..., :h, :w]
+        if any(boxes):
+            merged = []
+            for parts in boxes:
+                cat = {k: torch.cat([q[k] for q in parts]) for k in parts[0]}
+                keep = batched_nms(cat["boxes"], cat["scores"], cat["labels"].long(), 0.5)
+                merged.append({k: v[keep][..., :h, :w] if k == "masks" else v[keep] for k, v in cat.items()})
+            result["instances"] = merged
+        return result
+
+    # ------------------------------------------------------------------ one scan
+    def predict(self, scan: Scan) -> ScanPrediction:
+        timings = {"preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
+        t0 = time.perf_counter()
+        groups = self.channels(scan)
+        if self.options.sliding_window:
+            fits = [None] * len(groups)
+            inputs = groups
+        else:
+            fits = [Fit(g.shape[-2], g.shape[-1], self.image_size) for g in groups]
+            inputs = [torch.cat([fit_to_square(g, self.image_size) for g in groups])]
+        t1 = time.perf_counter()
+        outs = [self._sliding(g) for g in inputs] if self.options.sliding_window else [self._run_batches(inputs[0])]
+        t2 = time.perf_counter()
+        pred = self._assemble(scan, groups, fits, outs)
+        timings.update(preprocess=t1 - t0, model=t2 - t1, postprocess=time.perf_counter() - t2)
+        pred.timings = timings
+        return pred
+
+    def _assemble(self, scan: Scan, groups, fits, outs) -> ScanPrediction:
+        """Back to slice geometry: per slice label masks, instances in slice pixels, cleaned volumes."""
+        if len(outs) != len(groups):  # one batched pass over all groups: split it per group
+            bounds = np.cumsum([0] + [len(g) for g in groups])
+            outs = [{k: v[a:b] for k, v in outs[0].items()} for a, b in zip(bounds[:-1], bounds[1:])]
+        cls, gate, masks, instances = [], [], [], []
+        for g, fit, out in zip(groups, fits, outs):
+            cls.append(out["cls_prob"].numpy() if "cls_prob" in out else np.full((len(g), len(LABELS)), np.nan))
+            if "gate_passed" in out:
+                gate.append(out["gate_passed"].numpy())
+            if "seg_prob" in out:
+                seg = out["seg_prob"]
+                seg = unfit(seg, fit) if fit is not None else seg
+                masks.append(label_map(seg).numpy())  # (N, H, W)
+            else:
+                masks.append(np.zeros((len(g), *g.shape[-2:]), np.uint8))
+            for inst in out.get("instances", [{}] * len(g)):
+                instances.append(self._instances(inst, fit, tuple(g.shape[-2:])))
+        o = self.options
+        if scan.kind == "hu":
+            mask = clean_mask(np.moveaxis(masks[0], 0, 2), o.closing, o.opening, o.min_voxels)  # -> (X, Y, Z)
+        else:
+            mask = [clean_mask(m, o.closing, o.opening, o.min_voxels) for ms in masks for m in ms]
+        return ScanPrediction(cls_prob=np.concatenate(cls).astype(np.float32), mask=mask, instances=instances,
+                              gate_passed=np.concatenate(gate) if gate else None)
+
+    def _instances(self, inst: dict, fit: Fit | None, size: tuple[int, int]) -> dict:
+        """Detections above ``score_threshold`` in slice pixels: boxes un-padded and un-scaled, masks
+        resized to the slice and thresholded."""
+        empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+                 "scores": np.zeros(0, np.float32), "masks": np.zeros((0, *size), bool), "size": size}
+        if not inst or len(inst.get("boxes", [])) == 0:
+            return empty
+        keep = inst["scores"] >= self.options.score_threshold
+        if not bool(keep.any()):
+            return empty
+        boxes = inst["boxes"][keep].clone()
+        probs = inst["masks"][keep]
+        probs = probs.reshape(len(boxes), 1, *probs.shape[-2:])
+        if fit is not None:
+            top, left = fit.pad
+            sy, sx = fit.scale
+            boxes -= torch.tensor([left, top, left, top], dtype=boxes.dtype)
+            boxes /= torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
+            probs = unfit(probs, fit)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, size[1])
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, size[0])
+        return {"boxes": boxes.numpy(), "labels": inst["labels"][keep].long().numpy(),
+                "scores": inst["scores"][keep].numpy(), "masks": (probs[:, 0] >= self.options.mask_threshold).numpy(),
+                "size": size}

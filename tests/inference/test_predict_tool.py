@@ -1,0 +1,158 @@
+"""tools/predict.py end to end on a real (tiny, untrained) checkpoint: files, geometry, volumes, errors."""
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from hemo_mtl.data.io import write_dicom_series
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("predict_tool", REPO / "tools" / "predict.py")
+predict_tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(predict_tool)
+
+
+def _move_slice(path, previous, fraction):
+    """Put the slice in ``path`` at ``fraction`` of the way from ``previous`` to where it was."""
+    import pydicom
+
+    ds, prev = pydicom.dcmread(str(path)), pydicom.dcmread(str(previous))
+    a, b = np.array(prev.ImagePositionPatient, float), np.array(ds.ImagePositionPatient, float)
+    ds.ImagePositionPatient = [float(v) for v in a + fraction * (b - a)]
+    ds.save_as(str(path))
+
+
+def _run(weights, inp, out, *extra):
+    return predict_tool.main(["--weights", str(weights), "--input", str(inp), "--out", str(out), "--threads", "2",
+                              "--score-threshold", "0.0", *extra])
+
+
+@pytest.fixture(scope="module")
+def integral_scan(phantom_scan, tmp_path_factory):
+    """The phantom rounded to integer HU (what a uint16 DICOM series can hold), as NIfTI and as DICOM."""
+    _, volume, affine = phantom_scan
+    root = tmp_path_factory.mktemp("integral")
+    volume = np.round(volume).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, affine), str(root / "scan.nii.gz"))
+    write_dicom_series(volume, affine, root / "dicom", shuffle_names=True)
+    return root, volume, affine
+
+
+def test_nifti_outputs(weights, integral_scan, tmp_path):
+    root, volume, affine = integral_scan
+    assert _run(weights, root / "scan.nii.gz", tmp_path) == 0
+    out = tmp_path / "scan"
+    img = nib.load(str(out / "mask.nii.gz"))
+    mask = np.asarray(img.dataobj)
+    assert mask.shape == volume.shape and mask.dtype == np.uint8
+    assert np.allclose(img.affine, affine)
+    assert mask.any() and mask.max() <= 5
+
+    summary = json.loads((out / "summary.json").read_text())
+    voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
+    for label, name in enumerate(("EDH", "SDH", "SAH", "IPH", "IVH"), start=1):
+        assert np.isclose(summary["volume_ml"][name], (mask == label).sum() * voxel_ml, rtol=1e-6)
+    assert np.isclose(summary["volume_ml"]["any"], (mask > 0).sum() * voxel_ml, rtol=1e-6)
+    assert summary["model_sha256"] == hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    assert len(summary["config_sha256"]) == 64
+
+    table = pd.read_csv(out / "slices.csv")
+    assert list(table["slice_idx"]) == list(range(volume.shape[2]))
+    assert np.isclose(summary["probabilities"]["any"], table["p_any"].max())
+    dets = json.loads((out / "detections.json").read_text())
+    assert all(1 <= d["image_id"] <= volume.shape[2] and 1 <= d["category_id"] <= 5 for d in dets)
+    for d in dets:
+        assert d["segmentation"]["size"] == [volume.shape[0], volume.shape[1]]
+    assert np.asarray(Image.open(out / "overlay.png")).ndim == 3
+    assert pd.read_csv(tmp_path / "summary.csv")["status"].tolist() == ["ok"]
+
+
+def test_dicom_series_gives_the_same_outputs_as_nifti(weights, integral_scan):
+    from hemo_mtl.inference import PredictOptions, Predictor, load_scan
+
+    root, _, _ = integral_scan
+    predictor = Predictor.from_checkpoint(weights, PredictOptions(score_threshold=0.0))
+    nii, dcm = load_scan(root / "scan.nii.gz"), load_scan(root / "dicom")
+    assert np.allclose(nii.affine, dcm.affine, atol=1e-4)
+    a, b = predictor.predict(nii), predictor.predict(dcm)
+    assert np.allclose(a.cls_prob, b.cls_prob, atol=1e-5)
+    assert np.array_equal(a.mask, b.mask) and a.mask.any()
+    assert [len(i["boxes"]) for i in a.instances] == [len(i["boxes"]) for i in b.instances]
+
+
+def test_png_folder_kaggle_sample(weights, kaggle_head_ct_dir, tmp_path):
+    src = sorted((kaggle_head_ct_dir / "head_ct").glob("*.png"))[:3]
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for p in src:
+        shutil.copy(p, folder / p.name)
+    assert _run(weights, folder, tmp_path / "out") == 0
+    out = tmp_path / "out" / "pngs"
+    table = pd.read_csv(out / "slices.csv")
+    assert table["file"].tolist() == [p.name for p in src]
+    for p in src:
+        with Image.open(p) as im:
+            size = im.size[::-1]  # (rows, cols)
+        assert np.asarray(Image.open(out / "masks" / p.name)).shape == size
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "display" and summary["volume_ml"] is None and summary["num_slices"] == 3
+
+
+def test_bad_scans_are_reported_and_the_rest_go_on(weights, integral_scan, tmp_path, capsys):
+    root, volume, affine = integral_scan
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(root / "scan.nii.gz", scans / "good.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.float32), affine), str(scans / "fourd.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(scans / "twod.nii.gz"))
+    nib.save(nib.Nifti1Image((volume - volume.min()) / 4, affine), str(scans / "mr.nii.gz"))
+    write_dicom_series(volume, affine, scans / "mixed" / "a")
+    write_dicom_series(volume, affine, scans / "mixed" / "b")
+    files = write_dicom_series(volume, affine, scans / "missing")
+    files[len(files) // 2].unlink()
+    files = write_dicom_series(volume, affine, scans / "duplicate")
+    shutil.copy(files[1], scans / "duplicate" / "copy_of_1.dcm")
+    files = write_dicom_series(volume, affine, scans / "spacing")
+    _move_slice(files[-1], files[-2], 0.6)  # last step 0.6x the others
+    (scans / "notes.txt").write_text("not a scan")
+
+    out = tmp_path / "out"
+    assert _run(weights, scans, out) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error: " in line]
+    expected = {"fourd": "3D", "twod": "3D", "mr": "not a CT", "mixed": "mixes", "missing": "missing slices",
+                "duplicate": "duplicate", "spacing": "inconsistent slice spacing", "notes.txt": "not a NIfTI"}
+    assert len(err) == len(expected), err
+    for name, problem in expected.items():
+        assert sum(name in line and problem in line for line in err) == 1, (name, err)
+    table = pd.read_csv(out / "summary.csv").set_index("scan")
+    assert table.loc["good", "status"] == "ok"
+    assert (table.drop(index="good")["status"] == "error").all()
+    assert sorted(p.name for p in out.iterdir()) == ["good", "summary.csv"]  # nothing half-written
+    assert (out / "good" / "mask.nii.gz").is_file()
+
+
+def test_options_sliding_window_tta_morphology(weights, integral_scan, tmp_path):
+    from scipy import ndimage
+
+    root, volume, affine = integral_scan
+    assert _run(weights, root / "scan.nii.gz", tmp_path, "--sliding-window", "--patch", "48", "--stride", "32",
+                "--flip-tta", "--closing", "1", "--min-voxels", "4") == 0
+    img = nib.load(str(tmp_path / "scan" / "mask.nii.gz"))
+    mask = np.asarray(img.dataobj)
+    assert mask.shape == volume.shape and np.allclose(img.affine, affine)
+    for label in range(1, 6):
+        labels, n = ndimage.label(mask == label, np.ones((3, 3, 3), bool))
+        assert n == 0 or np.bincount(labels.ravel())[1:].min() >= 4
+    summary = json.loads((tmp_path / "scan" / "summary.json").read_text())
+    assert summary["options"]["sliding_window"] and summary["options"]["min_voxels"] == 4
+    dets = json.loads((tmp_path / "scan" / "detections.json").read_text())
+    for d in dets:
+        x, y, w, h = d["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= volume.shape[1] + 1e-3 and y + h <= volume.shape[0] + 1e-3

@@ -1,0 +1,112 @@
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from hemo_mtl.data.transforms import resize_pipeline  # noqa: E402
+from hemo_mtl.data.windowing import window_hu  # noqa: E402
+from hemo_mtl.inference import PredictOptions, Predictor, Scan, fit_to_square, load_scan  # noqa: E402
+
+torch.set_num_threads(2)
+CENTERS = torch.linspace(0, 1, 6)
+
+
+class IntensityModel(nn.Module):
+    """Pixelwise stand-in: label = nearest of 6 intensity levels, p(any) = mean intensity of the slice."""
+
+    def forward(self, batch):
+        x = batch["image"][:, :1]
+        seg = torch.softmax(-50 * (x - CENTERS.view(1, 6, 1, 1)) ** 2, dim=1)
+        cls = x.mean((2, 3)).repeat(1, 6)
+        return {"cls_prob": cls, "seg_prob": seg}
+
+
+def _reference_labels(volume):
+    return np.abs(window_hu(volume, 40, 80)[..., None] - CENTERS.numpy()).argmin(-1).astype(np.uint8)
+
+
+def _predictor(size, **opts):
+    cfg = {"data": {"windows": ["brain"], "image_size": size}, "model": {}}
+    return Predictor(IntensityModel(), cfg, options=PredictOptions(**opts))
+
+
+@pytest.mark.parametrize("shape", [(100, 60), (37, 91), (64, 64)])
+def test_fit_to_square_matches_training_albumentations(shape):
+    img = np.random.default_rng(0).random((*shape, 2), dtype=np.float32)
+    ref = A.Compose(resize_pipeline(64))(image=img)["image"]
+    got = fit_to_square(torch.from_numpy(img.transpose(2, 0, 1))[None], 64)[0].numpy().transpose(1, 2, 0)
+    assert np.allclose(got, ref, atol=1e-5)
+
+
+def test_pad_undo_keeps_voxels_in_place(phantom_scan):
+    _, volume, affine = phantom_scan  # 64 x 48 slices into a 64 px model: pad only, exact
+    pred = _predictor(64).predict(Scan("x", "hu", volume, affine))
+    assert pred.mask.shape == volume.shape
+    assert np.array_equal(pred.mask, _reference_labels(volume))
+    # the model sees the slice padded with zeros to 64 x 64: its mean shrinks by 48/64
+    assert np.allclose(pred.cls_prob[:, 0], window_hu(volume, 40, 80).mean((0, 1)) * 48 / 64, atol=1e-5)
+
+
+def test_resize_undo_puts_a_ramp_back_in_place():
+    # bilinear down- and up-sampling of a linear ramp is exact away from the border: a transposed,
+    # shifted or mis-scaled map would move the label boundaries
+    x, y = np.meshgrid(np.arange(64), np.arange(48), indexing="ij")
+    volume = np.repeat((70.0 * x / 63 + 10.0 * y / 47)[..., None], 3, axis=2).astype(np.float32)
+    pred = _predictor(32).predict(Scan("x", "hu", volume, np.eye(4)))
+    assert pred.mask.shape == volume.shape
+    ref = _reference_labels(volume)
+    assert (pred.mask[2:-2, 2:-2] == ref[2:-2, 2:-2]).mean() > 0.98
+
+
+def test_sliding_window_and_flip_tta_leave_a_pixelwise_model_unchanged(phantom_scan):
+    _, volume, affine = phantom_scan
+    scan = Scan("x", "hu", volume, affine)
+    plain = _predictor(64).predict(scan)
+    slid = _predictor(64, sliding_window=True, patch=32, stride=16).predict(scan)
+    flip = _predictor(64, flip_tta=True).predict(scan)
+    assert np.array_equal(slid.mask, plain.mask) and np.array_equal(flip.mask, plain.mask)
+    assert np.allclose(flip.cls_prob, plain.cls_prob, atol=1e-6)
+
+
+def test_cascade_gate_empties_slices_below_threshold(phantom_scan):
+    _, volume, affine = phantom_scan
+    scan = Scan("x", "hu", volume, affine)
+    p_any = _predictor(64).predict(scan).cls_prob[:, 0]
+    thr = float(np.median(p_any))
+    predictor = _predictor(64)
+    predictor.cascade = {"threshold": thr, "heads": ["seg", "det"]}
+    pred = predictor.predict(scan)
+    off = p_any < thr
+    assert off.any() and (~off).any()
+    assert np.array_equal(pred.gate_passed, ~off)
+    assert (pred.mask[:, :, off] == 0).all()
+    assert np.array_equal(pred.mask[:, :, ~off], _reference_labels(volume)[:, :, ~off])
+    predictor.options.gate = False
+    assert predictor.predict(scan).gate_passed is None
+
+
+def test_batched_equals_per_slice_loop(weights, phantom_scan):
+    path, _, _ = phantom_scan
+    full = load_scan(path)
+    scan = Scan(full.path, full.kind, full.slices[:, :, :3], full.affine)  # 3 slices keep it quick
+    batched = Predictor.from_checkpoint(weights, PredictOptions(batch_size=16, score_threshold=0.0)).predict(scan)
+    single = Predictor.from_checkpoint(weights, PredictOptions(batch_size=1, score_threshold=0.0)).predict(scan)
+    assert np.allclose(batched.cls_prob, single.cls_prob, atol=1e-5)
+    assert (batched.mask == single.mask).mean() > 0.999
+    assert batched.mask.any()
+    for a, b in zip(batched.instances, single.instances):
+        assert len(a["boxes"]) == len(b["boxes"])
+        assert np.allclose(a["boxes"], b["boxes"], atol=1e-2)
+
+
+def test_label_map_equals_torch_argmax_including_ties():
+    from hemo_mtl.inference.predictor import label_map
+
+    prob = torch.rand(3, 6, 17, 9, generator=torch.Generator().manual_seed(0))
+    prob[:, 3, :4] = prob[:, 1, :4] = 2.0  # ties: the first maximum wins
+    assert torch.equal(label_map(prob), prob.argmax(1).to(torch.uint8))

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Run a trained checkpoint on CT scans and write masks, boxes, probabilities and bleed volumes.
+
+    python tools/predict.py --weights runs/demo/model_final.pth --input scan.nii.gz --out preds/
+    python tools/predict.py --weights RUN/model_final.pth --input dicom_series_folder/ --out preds/
+    python tools/predict.py --weights RUN/model_final.pth --input folder_of_scans/ --out preds/ --flip-tta
+
+--input is a NIfTI file, a DICOM series folder, a folder of PNG/JPG slices, or a folder holding any
+of these (one scan per NIfTI file / sub-folder). Per scan, OUT/<scan name>/ gets slices.csv,
+summary.json, mask.nii.gz (input shape + affine; image folders: masks/*.png), detections.json (COCO
+results, image_id = slice index + 1) and overlay.png; OUT/summary.csv has one row per scan. A bad scan
+prints one line naming the file and the problem; the others go on. Exit status 1 if any scan failed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from hemo_mtl.atomic import atomic_path  # noqa: E402
+from hemo_mtl.inference import PredictOptions, Predictor, find_scans, load_scan, write_scan_outputs  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="RUN/model_final.pth")
+    p.add_argument("--input", required=True, help="NIfTI file, DICOM folder, PNG/JPG folder, or a folder of scans")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-gate", action="store_true", help="ignore the checkpoint's cascade gate")
+    p.add_argument("--flip-tta", action="store_true", help="average with the left-right mirrored pass")
+    p.add_argument("--sliding-window", action="store_true", help="native resolution, overlapping patches")
+    p.add_argument("--patch", type=int, default=160)
+    p.add_argument("--stride", type=int, default=80)
+    p.add_argument("--closing", type=int, default=0, help="in-plane closing iterations per subtype")
+    p.add_argument("--opening", type=int, default=0, help="in-plane opening iterations per subtype")
+    p.add_argument("--min-voxels", type=int, default=0, help="drop 3D lesions smaller than this")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def scan_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name or "scan"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = PredictOptions(batch_size=args.batch_size, gate=not args.no_gate, flip_tta=args.flip_tta,
+                             sliding_window=args.sliding_window, patch=args.patch, stride=args.stride,
+                             closing=args.closing, opening=args.opening, min_voxels=args.min_voxels,
+                             score_threshold=args.score_threshold)
+    predictor = Predictor.from_checkpoint(args.weights, options, args.device)
+    out = Path(args.out)
+    scans = find_scans(args.input)
+    rows, failed = [], 0
+    for path in tqdm(scans, desc="scans", disable=len(scans) < 2, file=sys.stderr):
+        name = scan_name(path)
+        try:
+            scan = load_scan(path)
+            summary = write_scan_outputs(out / name, scan, predictor.predict(scan), predictor)
+        except (ValueError, OSError) as exc:  # DataError is a ValueError; messages name the file
+            failed += 1
+            message = " ".join(str(exc).split())
+            tqdm.write(f"error: {message}", file=sys.stderr)
+            rows.append({"scan": name, "input": str(path), "status": "error", "error": message})
+            continue
+        volumes = summary["volume_ml"] or {}
+        rows.append({"scan": name, "input": str(path), "status": "ok", "error": "",
+                     "num_slices": summary["num_slices"],
+                     **{f"p_{k}": v for k, v in summary["probabilities"].items()},
+                     "predicted_subtypes": " ".join(summary["predicted_subtypes"]),
+                     **{f"volume_ml_{k}": v for k, v in volumes.items()},
+                     "lesions": summary["lesions"]["any"]})
+    with atomic_path(out / "summary.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    print(f"{len(scans) - failed}/{len(scans)} scan(s) predicted -> {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
