@@ -35,8 +35,10 @@ def prepare_data_dir(cfg: Mapping, dist: DistInfo | None = None) -> Path:
     data_cfg = cfg["data"]
     out = Path(cfg["output_dir"]) / DATA_DIR
     if data_cfg.get("root") is None:
+        from ..data.phantom import GENERATOR_VERSION
+
         stamp = {"phantom": dict(data_cfg["phantom"]), "split": dict(data_cfg["split"]),
-                 "windows": list(data_cfg["windows"])}
+                 "windows": list(data_cfg["windows"]), "generator": GENERATOR_VERSION}
         if dist.is_main and not _stamp_matches(out / PHANTOM_STAMP, stamp):
             from ..data.phantom import write_phantom_dataset
 

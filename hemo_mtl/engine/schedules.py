@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import ConfigError
 from ..registry import SCHEDULES
 
 HEAD_NAMES = ("cls", "seg", "det")
@@ -99,7 +100,7 @@ class Schedule:
             sampled = rng.choice(neg, size=n_neg, replace=False) if n_neg else neg[:0]
             idx = np.sort(np.concatenate([idx[positive], sampled]))
         if len(idx) == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"schedule stage {stage.name!r}: no training slices left "
                 f"(labels={stage.labels!r}, neg_fraction={stage.neg_fraction!r})"
             )
@@ -116,19 +117,19 @@ def _stage(spec: Mapping, index: int, model_heads: Sequence[str]) -> Stage:
     heads = frozenset(model_heads if heads is None else heads)
     unknown = heads - set(model_heads)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"schedule.stages[{index}] ({spec.get('name')}): heads {sorted(unknown)} are not in the model "
             f"(model heads: {sorted(model_heads)})"
         )
     labels = spec.get("labels")
     if labels is not None and labels not in LABEL_DEPTHS:
-        raise ValueError(f"schedule.stages[{index}].labels must be one of {sorted(LABEL_DEPTHS)}, got {labels!r}")
+        raise ConfigError(f"schedule.stages[{index}].labels must be one of {sorted(LABEL_DEPTHS)}, got {labels!r}")
     epochs = int(spec.get("epochs", 1))
     if epochs < 1:
-        raise ValueError(f"schedule.stages[{index}].epochs must be >= 1, got {epochs}")
+        raise ConfigError(f"schedule.stages[{index}].epochs must be >= 1, got {epochs}")
     neg = spec.get("neg_fraction")
     if neg is not None and not 0 <= float(neg) <= 1:
-        raise ValueError(f"schedule.stages[{index}].neg_fraction must be in [0, 1], got {neg}")
+        raise ConfigError(f"schedule.stages[{index}].neg_fraction must be in [0, 1], got {neg}")
     return Stage(
         name=str(spec.get("name") or f"stage{index}"),
         epochs=epochs,
@@ -145,14 +146,14 @@ def _split_epochs(epochs: int, parts: int) -> list[int]:
     for i in range(epochs - sum(base)):
         base[-1 - i] += 1
     if min(base) < 1:
-        raise ValueError(f"train.epochs={epochs} is too few for {parts} stages")
+        raise ConfigError(f"train.epochs={epochs} is too few for {parts} stages")
     return base
 
 
 @SCHEDULES.register("joint")
 def joint(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
     if cfg.get("stages"):
-        raise ValueError("schedule.stages is for curriculum and cascade; joint trains every head every epoch")
+        raise ConfigError("schedule.stages is for curriculum and cascade; joint trains every head every epoch")
     return Schedule("joint", [Stage("joint", int(epochs), frozenset(model_heads))])
 
 
@@ -173,13 +174,13 @@ def curriculum(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedul
 def cascade(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
     ccfg = dict(cfg.get("cascade") or {})
     if "cls" not in model_heads:
-        raise ValueError("schedule.name=cascade needs a classification head (model.heads.cls)")
+        raise ConfigError("schedule.name=cascade needs a classification head (model.heads.cls)")
     gate_heads = [h for h in ccfg.get("gate", ["seg", "det"]) if h in model_heads]
     specs = list(cfg.get("stages") or [])
     if not specs:
         cls_epochs = ccfg.get("cls_epochs") or max(1, int(epochs) // 3)
         if int(epochs) - cls_epochs < 1:
-            raise ValueError(f"cascade: train.epochs={epochs} leaves no epochs after {cls_epochs} classifier epochs")
+            raise ConfigError(f"cascade: train.epochs={epochs} leaves no epochs after {cls_epochs} classifier epochs")
         specs = [
             {"name": "classifier", "epochs": cls_epochs, "heads": ["cls"], "labels": "cls"},
             {"name": "localizers", "epochs": int(epochs) - cls_epochs, "heads": ["cls", *gate_heads],
@@ -188,7 +189,7 @@ def cascade(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
         ]
     target = float(ccfg.get("target_sensitivity", 0.95))
     if not 0 < target <= 1:
-        raise ValueError(f"schedule.cascade.target_sensitivity must be in (0, 1], got {target}")
+        raise ConfigError(f"schedule.cascade.target_sensitivity must be in (0, 1], got {target}")
     gate = {"heads": gate_heads, "target_sensitivity": target, "threshold": ccfg.get("threshold")}
     return Schedule("cascade", [_stage(s, i, model_heads) for i, s in enumerate(specs)], gate=gate)
 

@@ -52,19 +52,25 @@ def masked_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, valid: to
 
 def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, include_background: bool = False,
                    smooth: float = 1.0) -> torch.Tensor:
-    """1 - mean per-class soft Dice; ``prob`` (N,K,H,W) probabilities, ``target`` (N,H,W) class ids.
+    """1 - mean soft Dice over the classes present in ``target``; ``prob`` (N,K,H,W), ``target`` (N,H,W).
 
-    Each class's Dice is computed over the whole batch (sums over N,H,W), so a class absent from one
-    slice does not dominate, and a class absent from target and prediction scores ~1.
+    Each class's Dice is pooled over the whole batch (sums over N,H,W). Classes absent from the
+    batch's target are left out: their Dice would be ``smooth / (sum of their probabilities + smooth)``,
+    whose gradient drives every absent subtype to zero everywhere far harder than cross-entropy
+    (with five sparse subtypes most are absent from most batches). Cross-entropy still penalises
+    false positives of absent classes. No present class -> an exact 0 connected to ``prob``.
     """
     onehot = F.one_hot(target, prob.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
     dims = (0, 2, 3)
     inter = (prob * onehot).sum(dims)
     denom = prob.sum(dims) + onehot.sum(dims)
     dice = (2 * inter + smooth) / (denom + smooth)
+    present = onehot.sum(dims) > 0
     if not include_background:
-        dice = dice[1:]
-    return 1.0 - dice.mean()
+        dice, present = dice[1:], present[1:]
+    if not bool(present.any()):
+        return prob.sum() * 0.0
+    return 1.0 - dice[present].mean()
 
 
 def consistency_loss(cls_logits: torch.Tensor, seg_logits: torch.Tensor | None = None) -> torch.Tensor:

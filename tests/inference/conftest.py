@@ -19,7 +19,7 @@ def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     cmd = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config", str(REPO / "configs" / "demo.yaml"),
            f"output_dir={out}", "data.image_size=64", "data.phantom.size=64", "data.phantom.patients=4",
-           "data.phantom.slices=8", "train.epochs=1", "train.progress=false"]
+           "data.phantom.slices=8", "train.epochs=1", "schedule.name=joint", "train.progress=false"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "model_final.pth").is_file()

@@ -90,6 +90,19 @@ def test_soft_dice_hand_case():
     assert soft_dice_loss(prob, target, include_background=True).item() == pytest.approx(1 - (dice0 + dice1) / 2)
 
 
+def test_soft_dice_ignores_classes_absent_from_the_target():
+    # class 2 is absent: it must not enter the mean (its "Dice" would only push it to zero everywhere)
+    prob = torch.tensor([[[[0.7, 0.1]], [[0.2, 0.6]], [[0.1, 0.3]]]], requires_grad=True)
+    target = torch.tensor([[[0, 1]]])
+    dice1 = (2 * 0.6 + 1) / (0.8 + 1 + 1)
+    loss = soft_dice_loss(prob, target)
+    assert loss.item() == pytest.approx(1 - dice1)
+    loss.backward()
+    assert torch.all(prob.grad[0, 2] == 0)
+    empty = soft_dice_loss(prob, torch.zeros(1, 1, 2, dtype=torch.long))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
 def test_consistency_penalises_subtype_above_any_and_bleed_without_any():
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
     cls = torch.tensor([[logit(0.2), logit(0.7), logit(0.1), 0, 0, 0], [logit(0.9), logit(0.5), -9, -9, -9, -9]])
