@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -31,7 +31,6 @@ class Volume:
     affine: np.ndarray  # 4x4 voxel -> RAS mm
     path: str
     kind: str = "hu"  # "hu" or "display"
-    warnings: list[str] = field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -151,7 +150,6 @@ def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: floa
     if np.any(np.isclose(steps, 0.0, atol=1e-3)):
         dup = [str(headers[i + 1][0].name) for i in np.flatnonzero(np.isclose(steps, 0.0, atol=1e-3))]
         raise DataError(f"{folder}: duplicate slice positions (files {dup[:5]})")
-    warnings: list[str] = []
     if len(steps):
         step = float(np.median(steps))
         gaps = np.flatnonzero(steps > step * (1.0 + gap_tolerance) + 1e-3)
@@ -176,7 +174,7 @@ def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: floa
     lps[:3, 2] = normal * step
     lps[:3, 3] = positions[order[0]]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
-    return Volume(data=data, affine=affine, path=str(folder), warnings=warnings)
+    return Volume(data=data, affine=affine, path=str(folder))
 
 
 # ----------------------------------------------------------------------------------------- 2D images
@@ -312,7 +310,6 @@ def write_dicom_series(volume_hu: np.ndarray, affine: np.ndarray, folder, patien
     Used by tests and to hand phantom scans to DICOM-only tools; stored values are
     ``(HU - intercept) / slope`` as uint16, so the rescale path is exercised.
     """
-    pydicom = _pydicom()
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 

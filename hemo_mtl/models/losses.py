@@ -43,6 +43,16 @@ def zero_loss(*sources) -> torch.Tensor:
     return torch.stack(parts).sum() * 0.0
 
 
+def boxed_slices(head: nn.Module, feats, batch: dict) -> tuple[list[int], dict | None]:
+    """Indices of the slices with box labels, or (``[]``, every loss of ``head`` as a connected exact 0)
+    when the batch has none: the detection heads' shared partial-label rule."""
+    index = torch.nonzero(batch["has"]["boxes"].bool()).flatten().tolist()
+    if index:
+        return index, None
+    zero = zero_loss(head, *feats.fpn.values())
+    return index, {name: zero for name in head.loss_names}
+
+
 def masked_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
                            pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean BCE over the known labels only (``valid`` = 1); exact 0 with zero grad when none is known."""
@@ -230,5 +240,6 @@ __all__ = [
     "masked_bce_with_logits",
     "pcgrad_backward",
     "soft_dice_loss",
+    "boxed_slices",
     "zero_loss",
 ]

@@ -26,7 +26,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from hemo_mtl.categories import SUBTYPES
 from hemo_mtl.registry import HEADS
 
-from ..losses import zero_loss
+from ..losses import boxed_slices
 
 # torchvision's names -> ours (the contract's flat loss keys)
 _LOSS_NAMES = {
@@ -136,10 +136,9 @@ class MaskRCNNHead(nn.Module):
         image = batch["image"]
         image_size = tuple(image.shape[-2:])
         if self.training:
-            index = torch.nonzero(batch["has"]["boxes"].bool()).flatten().tolist()
-            if not index:
-                zero = zero_loss(self, *feats.fpn.values())
-                return {name: zero for name in self.loss_names}
+            index, absent = boxed_slices(self, feats, batch)
+            if absent is not None:
+                return absent
             fpn = OrderedDict((k, v[index]) for k, v in feats.fpn.items())
             images = ImageList(image[index], [image_size] * len(index))
             targets = self._targets(batch, index, image_size, image.device)

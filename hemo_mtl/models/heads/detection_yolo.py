@@ -20,7 +20,7 @@ from torch import nn
 from hemo_mtl.categories import SUBTYPES
 from hemo_mtl.registry import HEADS
 
-from ..losses import zero_loss
+from ..losses import boxed_slices
 
 YOLO_EXTRA_HINT = "pip install hemo-mtl[yolo]"
 
@@ -117,10 +117,9 @@ class YoloSegmentHead(nn.Module):
         image = batch["image"]
         image_size = tuple(image.shape[-2:])
         if self.training:
-            index = torch.nonzero(batch["has"]["boxes"].bool()).flatten().tolist()
-            if not index:
-                zero = zero_loss(self, *feats.fpn.values())
-                return {name: zero for name in self.loss_names}
+            index, absent = boxed_slices(self, feats, batch)
+            if absent is not None:
+                return absent
             preds = self.head([feats.fpn[lv][index] for lv in self.levels])
             targets = self.yolo_targets(batch, index, image_size, image.device)
             loss, _ = self.criterion(image.device)(preds, targets)
