@@ -42,12 +42,20 @@ DEFAULTS: dict[str, Any] = {
         "root": None,  # converted dataset dir (manifest.csv + splits.json); None = generated phantom
         "source": None,  # when root is raw data: the source adapter that converts it first
         "windows": ["brain"],
+        "context_slices": 0,  # 2.5D: c neighbours each side as channels, in_chans = windows x (2c+1)
         "image_size": 256,
         "batch_size": 8,
         "num_workers": 0,
         "augment": {},  # free-form: hemo_mtl.data.transforms.build_transforms(aug_cfg, train)
         "phantom": {"patients": 24, "seed": 0, "size": 256, "slices": 24},
-        "split": {"seed": 32, "val": 0.2, "test": 0.2},
+        "split": {"seed": 32, "val": 0.2, "test": 0.2,
+                  "folds": 0,  # >0: k-fold cross-validation of the non-test patients (val = fold `fold`)
+                  "fold": 0},
+        "cls_labels": None,  # e.g. [any]: only these labels count as known (binary protocols)
+        "location_classes": None,  # e.g. [deep, lobar, subtentorial]: manifest `location` value -> class index
+        "balance": None,  # a label name (any): oversample its minority class in the training split
+        "patches": {"size": 0, "stride": 0, "neg_keep": 1.0},  # train on size x size windows (0 = whole slices)
+        "extra": {"center_crop": None, "sharpen": 0.0, "normalize": None},  # hemo_mtl.data.protocol_transforms
     },
     "model": {},  # replaced by hemo_mtl.models.MODEL_DEFAULTS when available
     "schedule": {
@@ -94,11 +102,15 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": None,  # None = data.batch_size
         "image_panels": 4,  # slices drawn to tensorboard per evaluation
         "final_split": "test",
+        # report the mean over selected epochs (hemo_mtl.evaluation.epoch_selection); rule null = off
+        "select": {"rule": None, "k": 10, "after_epoch": 10},
+        # full-slice prediction by overlap-averaged windows + closing/opening (size 0 = whole slice)
+        "sliding_window": {"size": 0, "stride": 0, "closing": 0, "opening": 0},
     },
 }
 
 # Dicts whose keys belong to another component and are not checked here.
-FREE_FORM = {("data", "augment"), ("schedule", "stages", "*", "loss_weights")}
+FREE_FORM = {("data", "augment"), ("schedule", "stages", "*", "loss_weights"), ("model", "backbone", "kwargs")}
 
 BASE_KEY = "_base_"
 
@@ -158,10 +170,15 @@ def resolve(cfg: Mapping, schema: Mapping | None = None) -> dict:
     out["schedule"]["stages"] = [deep_merge(copy.deepcopy(STAGE_DEFAULTS), s) for s in out["schedule"]["stages"]]
     validate(out, schema, origin="resolved config")
     in_chans = (out.get("model", {}).get("backbone") or {}).get("in_chans")
-    if in_chans is not None and in_chans != len(out["data"]["windows"]):
+    context = out["data"].get("context_slices", 0)
+    if not isinstance(context, int) or isinstance(context, bool) or context < 0:
+        raise ConfigError(f"data.context_slices={context!r}: expected an integer >= 0 (neighbour slices each side)")
+    windows = len(out["data"]["windows"])
+    if in_chans is not None and in_chans != windows * (2 * context + 1):
         raise ConfigError(
-            f"model.backbone.in_chans={in_chans} but data.windows has {len(out['data']['windows'])} window(s) "
-            f"{out['data']['windows']}: one input channel per window"
+            f"model.backbone.in_chans={in_chans} but data.windows has {windows} window(s) "
+            f"{out['data']['windows']} and data.context_slices={context}: the input has windows x (2 x "
+            f"context_slices + 1) = {windows * (2 * context + 1)} channel(s)"
         )
     return _coerce_tree(out, schema)
 
@@ -339,8 +356,8 @@ def _check(cfg: Any, schema: Any, path: tuple[str, ...], origin: str) -> None:
         key_path = path + (str(key),)
         dotted = ".".join(key_path)
         if key not in schema:
-            if heads_level and not schema:
-                continue  # the models package gives no head list: any head name
+            if heads_level and (not schema or (isinstance(value, Mapping) and "type" in value)):
+                continue  # any head name with an explicit type (e.g. `location`); the model validates it
             close = difflib.get_close_matches(str(key), [str(k) for k in schema], n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(repr('.'.join(path + (c,))) for c in close)}?" if close else ""
             known = "" if close else f"; known keys here: {', '.join(map(str, schema))}"

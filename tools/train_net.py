@@ -36,7 +36,7 @@ from hemo_mtl.config import ConfigError, load_config, save_config  # noqa: E402
 from hemo_mtl.engine import (CheckpointHook, EvalHook, LRScheduleHook, ProgressHook, TensorboardHook,  # noqa: E402
                              Trainer, build_schedule, evaluate, init_distributed, latest_checkpoint,
                              load_checkpoint, resolve_device, save_checkpoint, seed_everything)
-from hemo_mtl.engine.data import build_datasets, eval_loader, prepare_data_dir  # noqa: E402
+from hemo_mtl.engine.data import build_datasets, eval_loader, prepare_data_dir, run_splits  # noqa: E402
 from hemo_mtl.engine.distributed import barrier, cleanup  # noqa: E402
 from hemo_mtl.engine.hooks import append_metrics_line  # noqa: E402
 from hemo_mtl.engine.trainer import NonFiniteLossError  # noqa: E402
@@ -71,8 +71,10 @@ def main(args: argparse.Namespace) -> dict:
     data_dir = prepare_data_dir(cfg, dist)
     from hemo_mtl.data.splits import load_splits
 
-    splits = load_splits(data_dir / "splits.json")
-    if dist.is_main and (data_dir / "splits.json").resolve() != (out / "splits.json").resolve():
+    splits = run_splits(cfg, data_dir, load_splits(data_dir / "splits.json"))
+    if dist.is_main and cfg["data"]["split"].get("folds"):
+        atomic_write_json(out / "splits.json", splits)  # this fold's train/val + the fold lists
+    elif dist.is_main and (data_dir / "splits.json").resolve() != (out / "splits.json").resolve():
         shutil.copyfile(data_dir / "splits.json", out / "splits.json")
     datasets = build_datasets(cfg, data_dir, splits)
     final_split = cfg["eval"]["final_split"]
@@ -96,10 +98,36 @@ def main(args: argparse.Namespace) -> dict:
         pcgrad=pcgrad_backward if cfg["model"].get("loss", {}).get("pcgrad") else None,
         device=device, output_dir=out, config=cfg, dist_info=dist,
     )
-    tasks = [t for t in cfg["eval"]["tasks"] if t in heads]
+    window = cfg["eval"].get("sliding_window") or {}
+    # the sliding-window wrapper derives slice labels from the cleaned mask: cls is scored without a cls head
+    derived = {"cls"} if int(window.get("size") or 0) and "seg" in heads else set()
+    tasks = [t for t in cfg["eval"]["tasks"] if t in heads or t in derived]
+    select = cfg["eval"].get("select") or {}
+    if select.get("rule") and int(tcfg["epochs"]) < int(select["after_epoch"]) + int(select["k"]):
+        raise ConfigError(f"eval.select needs train.epochs >= after_epoch + k = {int(select['after_epoch']) + int(select['k'])}"
+                          f", got {tcfg['epochs']} (lower eval.select.k / eval.select.after_epoch for short runs)")
+
+    def make_evaluator():
+        evaluator = MultiTaskEvaluator(tasks)
+        if "location" in heads:
+            from hemo_mtl.evaluation.location import CombinedEvaluator, LocationEvaluator
+
+            classes = cfg["data"].get("location_classes") or [str(i) for i in range(model.heads["location"].num_classes)]
+            evaluator = CombinedEvaluator([evaluator, LocationEvaluator(classes)])
+        return evaluator
+
+    def protocol_model(m):
+        """The model as the protocol predicts full slices (overlap-averaged windows + morphology)."""
+        if not int(window.get("size") or 0):
+            return m
+        from hemo_mtl.inference.window_eval import SlidingWindowModel
+
+        return SlidingWindowModel(m, int(window["size"]), int(window.get("stride") or window["size"]),
+                                  int(window.get("closing") or 0), int(window.get("opening") or 0),
+                                  batch_size=int(cfg["eval"].get("batch_size") or cfg["data"]["batch_size"]))
 
     def run_eval(model_to_eval, loader, eval_heads, threshold=None, panels=0):
-        return evaluate(model_to_eval, loader, MultiTaskEvaluator(tasks), device, heads=eval_heads,
+        return evaluate(protocol_model(model_to_eval), loader, make_evaluator(), device, heads=eval_heads,
                         gate_cfg=schedule.gate, threshold=threshold, amp=trainer.amp,
                         channels_last=trainer.channels_last, panels=panels)
 
@@ -119,6 +147,20 @@ def main(args: argparse.Namespace) -> dict:
         TensorboardHook(out, int(tcfg["log_period"])),
         ProgressHook(bool(tcfg["progress"])),
     ])
+    if select.get("rule"):  # record val loss + reporting-split metrics per epoch, select at the end
+        from functools import partial
+
+        from hemo_mtl.engine.hooks import EpochRecordHook
+        from hemo_mtl.engine.validation_loss import validation_loss
+        from hemo_mtl.evaluation.epoch_selection import select_epochs
+
+        trainer.register_hooks([EpochRecordHook(
+            val_loss=lambda t: validation_loss(t.eval_model(), val_loader, device),
+            metrics=lambda t: run_eval(t.eval_model(), test_loader, set(heads)).metrics,
+            path=out / "epochs.json",
+            select=partial(select_epochs, rule=select["rule"], k=int(select["k"]),
+                           after_epoch=int(select["after_epoch"])),
+        )])
 
     # 4. train (or load weights), then evaluate on the test split
     start = time.perf_counter()
@@ -146,6 +188,11 @@ def main(args: argparse.Namespace) -> dict:
         result = run_eval(eval_model, test_loader, set(heads), threshold=threshold,
                           panels=int(cfg["eval"]["image_panels"]))
         final = result.metrics
+        final["init"] = f"imagenet:{Path(cfg['model']['backbone']['weights']).name}" if (
+            cfg["model"].get("backbone", {}).get("weights")) else "random"
+        if "fold" in splits:
+            final["fold"] = int(splits["fold"])
+        final.update(trainer.extra_state.get("selection") or {})
         gate = None if result.threshold is None else {"threshold": result.threshold, "heads": schedule.gate["heads"]}
         if not args.eval_only:
             save_checkpoint(out / "model_final.pth", {"model": eval_model.state_dict(), "config": cfg,
@@ -182,6 +229,12 @@ def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datase
         f"{cfg['eval']['final_split']} split: {len(datasets[cfg['eval']['final_split']])} slices of "
         f"{len(set(datasets[cfg['eval']['final_split']].patient_ids))} patients",
     ]
+    notes.append(f"backbone initialisation: {metrics.get('init', 'random')}")
+    if "select/epochs" in metrics:
+        sel = cfg["eval"]["select"]
+        notes.append(f"select/* = mean over the {sel['k']} epochs with the lowest validation loss after epoch "
+                     f"{sel['after_epoch']} (rule {sel['rule']}): epochs {metrics['select/epochs']}; per-epoch "
+                     f"records in epochs.json")
     if gate:
         notes.append(
             f"cascade: the classifier gates {', '.join(gate['heads'])} at p(any) >= {gate['threshold']:.4f} "

@@ -14,6 +14,7 @@ _EXPORTS = {
     "LeakageError": "splits", "check_leakage": "splits", "load_splits": "splits", "make_splits": "splits",
     "save_splits": "splits",
     "WINDOWS": "windowing", "stack_windows": "windowing", "window_hu": "windowing",
+    "window_grid": "patches", "patch_view": "patches", "balanced_view": "sampling", "DatasetView": "views",
     "PhantomCase": "phantom", "make_phantom_case": "phantom", "write_phantom_dataset": "phantom",
 }
 __all__ = sorted(_EXPORTS)

@@ -6,7 +6,6 @@ to one worker. Bad items are skipped and reported, never silently dropped.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import Counter
@@ -14,12 +13,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .. import __version__
 from ..atomic import atomic_write_json
-from ..categories import LABELS, SUBTYPES
-from .io import DataError, VolumeCache, read_slice, save_png, split_ref
+from ..categories import LABELS
+from .io import DataError, VolumeCache, read_slice, save_png
 from .manifest import parse_spacing, rows_to_frame, write_manifest
 from .sources import scan_source
 from .splits import SPLIT_NAMES, make_splits, save_splits

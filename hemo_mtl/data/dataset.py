@@ -1,14 +1,21 @@
 """The torch Dataset over a manifest: every slice becomes one sample dict (DESIGN.md contract).
 
     image     float32 C x H x W, each channel one HU window in [0, 1] (display images: the 8-bit
-              rendering / 255, repeated per channel)
+              rendering / 255, repeated per channel); with ``context_slices`` c > 0 (2.5D) C =
+              windows x (2c+1), ordered [window0 @ z-c..z+c, window1 @ z-c..z+c, ...], neighbours
+              from the same study by slice_idx, the nearest existing slice where one is missing
     cls       float32 [6] any, EDH, SDH, SAH, IPH, IVH;  cls_valid float32 [6]: 1 where known
     mask      int64 H x W (0..5), zeros when has["mask"] is False
     boxes     float32 N x 4 xyxy (pixel edges), labels int64 N (1..5), masks uint8 N x H x W
-    has       {"cls", "mask", "boxes"}: which labels the slice really has
+    location  int64 scalar: index of the manifest ``location`` in ``location_classes``; -1 unknown
+    has       {"cls", "mask", "boxes"}: which labels the slice really has (+ "location" when the
+              dataset maps locations)
     meta      patient_id, study_id, slice_idx, source, spacing, orig_size, image, index
 
 A missing label is absent, not zero: losses skip samples whose ``has[task]`` is False.
+Protocol options: ``cls_labels`` (e.g. ``["any"]``) keeps only those labels as known, so a binary
+protocol never trains or scores subtypes; ``extra`` (``hemo_mtl.data.protocol_transforms``) adds a
+center crop, sharpening and ImageNet normalisation after the resize/augmentation pipeline.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from ..categories import LABELS
 from .instances import mask_to_instances
 from .io import VolumeCache, read_slice
 from .manifest import parse_spacing, read_manifest
+from .protocol_transforms import build_extra_transforms
 from .transforms import HUJitter, build_transforms
 from .windowing import stack_windows
 
@@ -40,6 +48,10 @@ class HemorrhageDataset(Dataset):
         cache_bytes: float = 2e9,
         seed: int = 0,
         label_depth: str | None = None,
+        cls_labels=None,
+        location_classes=None,
+        extra: dict | None = None,
+        context_slices: int = 0,
     ):
         frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
         if patients is not None:
@@ -48,6 +60,9 @@ class HemorrhageDataset(Dataset):
             missing = wanted - set(frame["patient_id"])
             if missing:
                 raise ValueError(f"patients not in the manifest: {sorted(missing)[:10]}")
+        self.context_slices = int(context_slices)
+        if self.context_slices:  # neighbours from all the study's rows, before any label filter
+            frame = with_context_refs(frame, self.context_slices)
         if label_depth is not None:
             column = {"cls": "has_cls", "boxes": "has_boxes", "mask": "has_mask"}[label_depth]
             frame = frame[frame[column]]
@@ -61,6 +76,38 @@ class HemorrhageDataset(Dataset):
         self.cache = VolumeCache(cache_bytes)
         self.seed = seed
         self.epoch = 0
+        unknown = sorted(set(cls_labels or ()) - set(LABELS))
+        if unknown:
+            raise ValueError(f"data.cls_labels: unknown label(s) {unknown}; known: {list(LABELS)}")
+        self.label_keep = np.asarray([1.0 if cls_labels is None or n in cls_labels else 0.0 for n in LABELS], np.float32)
+        self.location_classes = tuple(location_classes or ())
+        self.locations = self._location_codes()
+        self.extra = build_extra_transforms(extra, train=train)
+
+    def _location_codes(self) -> np.ndarray:
+        """Class index of each row's ``location`` (-1: unknown, or no ``location_classes`` given)."""
+        codes = np.full(len(self.frame), -1, np.int64)
+        if not self.location_classes or "location" not in self.frame.columns:
+            return codes
+        index = {name: i for i, name in enumerate(self.location_classes)}
+        for row, value in enumerate(self.frame["location"].fillna("").astype(str)):
+            if value == "":
+                continue
+            if value not in index:
+                raise ValueError(f"manifest row {row} ({self.frame['image'].iloc[row]}): location {value!r} "
+                                 f"is not in data.location_classes {list(self.location_classes)}")
+            codes[row] = index[value]
+        return codes
+
+    def _context_stack(self, row, centre: np.ndarray) -> np.ndarray:
+        """The slice and its ``context_slices`` neighbours each side, (2c+1, H, W), read like the slice."""
+        refs = row[CONTEXT_COLUMN]
+        stack = [centre if ref == row["image"] else read_slice(ref, row["kind"], self.cache) for ref in refs]
+        for ref, arr in zip(refs, stack):
+            if arr.shape != centre.shape:
+                raise ValueError(f"{ref}: neighbour slice shape {arr.shape} differs from {row['image']} {centre.shape} "
+                                 f"(data.context_slices={self.context_slices} stacks neighbours as channels)")
+        return np.stack(stack)
 
     # ------------------------------------------------------------------ tables the samplers use
     @property
@@ -83,12 +130,15 @@ class HemorrhageDataset(Dataset):
         row = self.frame.iloc[index]
         image = read_slice(row["image"], row["kind"], self.cache)
         orig_size = tuple(int(s) for s in image.shape)
+        if self.context_slices:
+            image = self._context_stack(row, image)  # (2c+1, H, W), slices z-c..z+c
         if row["kind"] == "hu":
             if self.hu_jitter is not None:
                 image = self.hu_jitter(image, np.random.default_rng([self.seed, self.epoch, index]))
             channels = stack_windows(image, self.windows)
         else:
             channels = np.repeat((image.astype(np.float32) / 255.0)[None], len(self.windows), axis=0)
+        channels = channels.reshape(-1, *orig_size)  # 2.5D: [window0 @ z-c..z+c, window1 @ z-c..z+c, ...]
         has_mask = bool(row["has_mask"])
         mask = read_slice(row["mask"], "mask", self.cache) if has_mask else np.zeros(orig_size, np.uint8)
         if mask.shape != orig_size:
@@ -97,6 +147,10 @@ class HemorrhageDataset(Dataset):
             # per-sample seed: the same augmentation whatever worker or resume point draws it
             self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
         out = self.transform(image=np.ascontiguousarray(channels.transpose(1, 2, 0)), mask=mask)
+        if self.extra is not None:
+            if self.train:
+                self.extra.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, index, 1]).generate_state(1)[0]))
+            out = self.extra(image=out["image"], mask=out["mask"])
         image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
         mask_np = out["mask"].astype(np.int64)
 
@@ -106,6 +160,7 @@ class HemorrhageDataset(Dataset):
             value = row[name]
             if not pd.isna(value):
                 cls[i], valid[i] = float(value), 1.0
+        cls, valid = cls * self.label_keep, valid * self.label_keep
         has_boxes = bool(row["has_boxes"])
         boxes, labels, inst = mask_to_instances(mask_np.astype(np.uint8)) if has_boxes and has_mask else mask_to_instances(np.zeros_like(mask_np, np.uint8))
         return {
@@ -116,7 +171,9 @@ class HemorrhageDataset(Dataset):
             "boxes": torch.from_numpy(boxes),
             "labels": torch.from_numpy(labels),
             "masks": torch.from_numpy(inst),
-            "has": {"cls": bool(row["has_cls"]), "mask": has_mask, "boxes": has_boxes},
+            "location": torch.tensor(int(self.locations[index]), dtype=torch.int64),
+            "has": {"cls": bool(row["has_cls"]) and bool(valid.any()), "mask": has_mask, "boxes": has_boxes,
+                    **({"location": bool(self.locations[index] >= 0)} if self.location_classes else {})},
             "meta": {
                 "patient_id": row["patient_id"],
                 "study_id": row["study_id"],
@@ -130,6 +187,44 @@ class HemorrhageDataset(Dataset):
         }
 
 
+CONTEXT_COLUMN = "context_refs"
+
+
+def context_index(slice_idx, context: int) -> np.ndarray:
+    """(n, 2c+1) positions into the sorted ``slice_idx`` of each slice's neighbours z-c..z+c.
+
+    The wanted index z+d is taken when it exists, else the nearest existing one (ties go to the side
+    of the centre slice), so the volume ends replicate the edge slice. The predictor calls this with
+    ``arange(Z)`` and gathers the volume tensor with the result: both paths stack the same slices.
+    """
+    s = np.asarray(slice_idx, dtype=np.int64)
+    if s.ndim != 1 or (len(s) > 1 and not (np.diff(s) > 0).all()):
+        raise ValueError(f"slice indices must be strictly increasing, got {s.tolist()[:20]}")
+    offsets = np.arange(-context, context + 1)
+    target = s[:, None] + offsets[None, :]
+    hi = np.searchsorted(s, target).clip(0, len(s) - 1)
+    lo = (hi - 1).clip(0, len(s) - 1)
+    d_lo, d_hi = np.abs(target - s[lo]), np.abs(s[hi] - target)
+    take_hi = (d_hi < d_lo) | ((d_hi == d_lo) & (offsets[None, :] < 0))
+    return np.where(take_hi, hi, lo)
+
+
+def with_context_refs(frame: pd.DataFrame, context: int) -> pd.DataFrame:
+    """``frame`` plus a column of each row's neighbour image refs (z-c..z+c) from the same
+    patient/study ordered by ``slice_idx`` (NIfTI ``path#k`` slices and single-slice files alike)."""
+    refs = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    for (patient, study), group in frame.groupby(["patient_id", "study_id"], sort=False):
+        group = group.sort_values("slice_idx")
+        dup = group["slice_idx"][group["slice_idx"].duplicated()]
+        if len(dup):
+            raise ValueError(f"manifest: patient {patient} study {study} has slice_idx {int(dup.iloc[0])} more than "
+                             f"once; data.context_slices needs one row per slice")
+        images = group["image"].to_numpy()
+        index = context_index(group["slice_idx"].to_numpy(), context)
+        refs.loc[group.index] = [tuple(images[i]) for i in index]
+    return frame.assign(**{CONTEXT_COLUMN: refs})
+
+
 def collate_samples(samples: list[dict]) -> dict:
     """Stack what stacks; keep per-image instance targets and meta as lists (torchvision's detection habit)."""
     return {
@@ -137,7 +232,9 @@ def collate_samples(samples: list[dict]) -> dict:
         "cls": torch.stack([s["cls"] for s in samples]),
         "cls_valid": torch.stack([s["cls_valid"] for s in samples]),
         "mask": torch.stack([s["mask"] for s in samples]),
-        "has": {k: torch.tensor([s["has"][k] for s in samples], dtype=torch.bool) for k in ("cls", "mask", "boxes")},
+        "location": torch.stack([s.get("location", torch.tensor(-1)) for s in samples]),
+        "has": {k: torch.tensor([s["has"].get(k, False) for s in samples], dtype=torch.bool)
+                for k in ("cls", "mask", "boxes", "location")},
         "targets": [{"boxes": s["boxes"], "labels": s["labels"], "masks": s["masks"]} for s in samples],
         "meta": [s["meta"] for s in samples],
     }

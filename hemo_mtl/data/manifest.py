@@ -4,6 +4,8 @@ Columns (``MANIFEST_COLUMNS``): patient_id, study_id, slice_idx, source, image (
 ``path#k`` for slice k of a volume), kind (``hu`` | ``display``), any, EDH, SDH, SAH, IPH, IVH
 (1/0, empty when that label is unknown), mask (``path#k`` or empty), has_cls, has_mask, has_boxes,
 spacing (``"sx sy sz"`` in mm, empty when unknown). A dataset with no masks has none, not empty ones.
+Optional columns (``OPTIONAL_COLUMNS``) are written only when a source fills them: ``location``
+(a dataset's own location name for the slice's bleed, e.g. deep/lobar/subtentorial; empty = unknown).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ MANIFEST_COLUMNS = (
     + list(LABELS)
     + ["mask", "has_cls", "has_mask", "has_boxes", "spacing"]
 )
+OPTIONAL_COLUMNS = ["location"]
 KINDS = ("hu", "display")
 
 
@@ -45,6 +48,7 @@ def make_row(
     study_id: str | None = None,
     spacing=None,
     has_boxes: bool | None = None,
+    location: str | None = None,
 ) -> dict:
     """One manifest row; ``labels`` is a length-6 sequence with None/NaN for unknown labels, or None."""
     if kind not in KINDS:
@@ -69,11 +73,14 @@ def make_row(
     row["has_mask"] = bool(mask)
     row["has_boxes"] = bool(mask) if has_boxes is None else bool(has_boxes)
     row["spacing"] = " ".join(f"{float(s):.4g}" for s in spacing) if spacing is not None else ""
+    if location is not None:
+        row["location"] = str(location)
     return row
 
 
 def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    optional = [c for c in OPTIONAL_COLUMNS if any(c in r for r in rows)]
+    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + optional)
     return _typed(frame)
 
 
@@ -84,6 +91,9 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
         frame[name] = frame[name].astype(str).str.lower().isin(["true", "1"]) if frame[name].dtype != bool else frame[name]
     for name in ("patient_id", "study_id", "source", "image", "kind", "mask", "spacing"):
         frame[name] = frame[name].fillna("").astype(str)
+    for name in OPTIONAL_COLUMNS:
+        if name in frame.columns:
+            frame[name] = frame[name].fillna("").astype(str)
     frame["slice_idx"] = frame["slice_idx"].astype(int)
     return frame
 
@@ -93,7 +103,7 @@ def write_manifest(frame: pd.DataFrame, path) -> None:
     if missing:
         raise ValueError(f"manifest is missing columns {missing}")
     with atomic_path(path) as tmp:
-        frame[MANIFEST_COLUMNS].to_csv(tmp, index=False)
+        frame[MANIFEST_COLUMNS + [c for c in OPTIONAL_COLUMNS if c in frame.columns]].to_csv(tmp, index=False)
 
 
 def read_manifest(path) -> pd.DataFrame:
@@ -101,7 +111,7 @@ def read_manifest(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found (run tools/convert.py first)")
-    frame = pd.read_csv(path, dtype={"patient_id": str, "study_id": str, "mask": str, "spacing": str}, keep_default_na=True)
+    frame = pd.read_csv(path, dtype={"patient_id": str, "study_id": str, "mask": str, "spacing": str, "location": str}, keep_default_na=True)
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a hemo-mtl manifest, missing columns {missing}")

@@ -48,10 +48,14 @@ def _deal(strata: pd.Series, fractions: dict[str, float], rng: np.random.Generat
         rng.shuffle(ids)
         n = len(ids)
         want = {name: fractions[name] * n + carry[name] for name in fractions}
-        counts = {name: int(np.floor(w)) for name, w in want.items()}
+        # a negative carry can make a share negative: clamp at 0 (a negative count would re-deal patients
+        # already dealt, i.e. put them in two parts), then take the excess back from the smallest remainders
+        counts = {name: max(int(np.floor(w)), 0) for name, w in want.items()}
         left = n - sum(counts.values())
-        for name in sorted(fractions, key=lambda k: want[k] - counts[k], reverse=True)[:left]:
+        for name in sorted(fractions, key=lambda k: want[k] - counts[k], reverse=True)[:max(left, 0)]:
             counts[name] += 1
+        for name in sorted((k for k in fractions if counts[k] > 0), key=lambda k: want[k] - counts[k])[:max(-left, 0)]:
+            counts[name] -= 1
         for name in fractions:
             carry[name] = want[name] - counts[name]
         start = 0

@@ -74,18 +74,60 @@ def _stamp_matches(path: Path, stamp: dict) -> bool:
     return json.loads(path.read_text()) == json.loads(json.dumps(stamp))
 
 
+def run_splits(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
+    """The train/val/test patients of this run: the persisted splits, or with ``data.split.folds`` > 0
+    the k-fold split of the non-test patients (made once from the manifest with the split seed; val =
+    fold ``data.split.fold``). The result is what the run writes as its ``splits.json``."""
+    split = cfg["data"]["split"]
+    folds = int(split.get("folds") or 0)
+    if not folds:
+        return dict(splits)
+    from ..data.manifest import read_manifest
+    from ..data.splits import fold_split, make_splits
+
+    fold = int(split.get("fold") or 0)
+    if splits.get("folds") and len(splits["folds"]) == folds and splits.get("seed") == int(split["seed"]):
+        full = dict(splits)
+    else:
+        full = make_splits(read_manifest(data_dir / "manifest.csv"), seed=int(split["seed"]), val=0.0,
+                           test=float(split["test"]), folds=folds)
+    if not 0 <= fold < folds:
+        raise ValueError(f"data.split.fold={fold} is outside 0..{folds - 1}")
+    return {**full, **fold_split(full, fold), "fold": fold}
+
+
 def build_datasets(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
-    """{"train", "val", "test"} HemorrhageDatasets over the run's converted folder."""
+    """{"train", "val", "test"} HemorrhageDatasets over the run's converted folder.
+
+    ``test`` may be empty (absent from the result) when ``eval.final_split`` is ``val`` (protocols
+    that report on their held-out validation set, e.g. Hemorica's 80/20 or k-fold CV). The training
+    set becomes a view when ``data.patches`` or ``data.balance`` ask for one."""
     from ..data.dataset import HemorrhageDataset
 
     d = cfg["data"]
-    common = dict(windows=tuple(d["windows"]), image_size=int(d["image_size"]), seed=int(cfg["seed"]))
+    common = dict(windows=tuple(d["windows"]), image_size=int(d["image_size"]), seed=int(cfg["seed"]),
+                  cls_labels=d.get("cls_labels"), location_classes=d.get("location_classes"),
+                  context_slices=int(d.get("context_slices") or 0))
+    needed = {"train", "val", (cfg.get("eval") or {}).get("final_split", "test")}
     out = {}
     for name in ("train", "val", "test"):
         if not splits.get(name):
+            if name not in needed:
+                continue
             raise ValueError(f"{data_dir / 'splits.json'}: split {name!r} is empty; adjust data.split")
         out[name] = HemorrhageDataset(data_dir / "manifest.csv", patients=splits[name], train=name == "train",
-                                      augment=d.get("augment") if name == "train" else None, **common)
+                                      augment=d.get("augment") if name == "train" else None,
+                                      extra=d.get("extra"), **common)
+    patches = d.get("patches") or {}
+    if int(patches.get("size") or 0) > 0:
+        from ..data.patches import patch_view
+
+        out["train"] = patch_view(out["train"], int(patches["size"]), int(patches.get("stride") or patches["size"]),
+                                  float(patches.get("neg_keep", 1.0)), seed=int(cfg["seed"]))
+    if d.get("balance"):
+        from ..data.sampling import balanced_view
+
+        out["train"] = balanced_view(out["train"], str(d["balance"]), seed=int(cfg["seed"]))
     return out
 
 

@@ -16,7 +16,7 @@ from .checkpoint import CHECKPOINT_DIR, checkpoint_name, preserved_rng, prune_ch
 from .distributed import barrier
 from .trainer import HookBase
 
-__all__ = ["HookBase", "LRScheduleHook", "EvalHook", "CheckpointHook", "TensorboardHook", "ProgressHook",
+__all__ = ["HookBase", "LRScheduleHook", "EvalHook", "CheckpointHook", "TensorboardHook", "ProgressHook", "EpochRecordHook",
            "append_metrics_line"]
 
 
@@ -69,9 +69,12 @@ class CheckpointHook(HookBase):
     def after_epoch(self) -> None:
         t = self.trainer
         due = _last_epoch(t) or (self.period > 0 and (t.epoch + 1) % self.period == 0)
-        if due and t.dist.is_main and t.output_dir is not None:
+        if not due or t.output_dir is None:
+            return
+        state = t.state_dict()  # on every rank: it gathers the ranks' random states
+        if t.dist.is_main:
             directory = t.output_dir / CHECKPOINT_DIR
-            save_checkpoint(directory / checkpoint_name(t.epoch + 1), t.state_dict())
+            save_checkpoint(directory / checkpoint_name(t.epoch + 1), state)
             prune_checkpoints(directory, self.keep)
 
 
@@ -164,3 +167,30 @@ def append_metrics_line(path: str | Path, record: Mapping) -> None:
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     line = json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()})
     atomic_write_text(path, old + line + "\n")
+
+
+class EpochRecordHook(HookBase):
+    """Every epoch: the validation loss and the reporting split's metrics, one json line each in
+    ``epochs.json``; after the last epoch, ``select(records)`` (e.g. ``evaluation.select_epochs``)
+    gives the summary stored in ``trainer.extra_state["selection"]``. Records live in
+    ``trainer.extra_state`` too, so a resumed run selects over all its epochs."""
+
+    def __init__(self, val_loss: Callable, metrics: Callable, path: str | Path, select: Callable | None = None):
+        self.val_loss, self.metrics, self.select = val_loss, metrics, select
+        self.path = Path(path)
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if t.dist.is_main:
+            with preserved_rng():
+                losses = dict(self.val_loss(t))
+                metrics = dict(self.metrics(t))
+            record = {"epoch": t.epoch + 1, "val_loss": losses.get("loss"),
+                      "val_losses": losses, "metrics": metrics}
+            t.extra_state.setdefault("epoch_records", []).append(record)
+            t.storage.put_metrics({f"val/{k}": v for k, v in losses.items()})
+            append_metrics_line(self.path, {"epoch": record["epoch"], "val_loss": record["val_loss"],
+                                            **{f"val/{k}": v for k, v in losses.items()}, **metrics})
+            if _last_epoch(t) and self.select is not None:
+                t.extra_state["selection"] = self.select(t.extra_state["epoch_records"])
+        barrier()

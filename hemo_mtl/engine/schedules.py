@@ -29,10 +29,13 @@ LABEL_DEPTHS = {"cls": "has_cls", "boxes": "has_boxes", "mask": "has_mask"}
 
 
 def task_of_loss(name: str) -> str:
-    """The head a loss belongs to: loss_cls -> cls, loss_seg* -> seg, RPN/RoI/mask/YOLO losses -> det."""
+    """The head a loss belongs to: loss_cls -> cls, loss_seg* -> seg, loss_location -> location,
+    RPN/RoI/mask/YOLO losses -> det."""
     key = name.removeprefix("loss_")
     if key.startswith("cls"):
         return "cls"
+    if key.startswith("location"):
+        return "location"
     if key.startswith(("seg", "dice")):
         return "seg"
     if key.startswith(("consistency", "aux")):

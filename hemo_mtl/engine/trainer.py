@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .distributed import DistInfo, PatientGroupedSampler, any_rank, get_dist_info
+from .distributed import DistInfo, PatientGroupedSampler, all_gather_object, any_rank, get_dist_info
 from .events import EventStorage
 from .lr_schedule import WarmupLRScheduler
 from .schedules import Schedule, Stage
@@ -54,6 +55,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
+        # cuBLAS is only reproducible with a fixed workspace; must be set before its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
@@ -314,7 +317,9 @@ class Trainer:
             self._guard(losses, total)
             if self.pcgrad is not None:
                 scale = self.scaler.get_scale() if self.amp else 1.0
-                self.pcgrad({k: v * (scale / self.accum_steps) for k, v in weighted.items()},
+                # PCGrad projects task against task (Yu et al.), not loss term against loss term
+                per_task = self.balancer.per_task(weighted) if hasattr(self.balancer, "per_task") else weighted
+                self.pcgrad({k: v * (scale / self.accum_steps) for k, v in per_task.items()},
                             [p for p in self.model.parameters() if p.requires_grad])
             else:
                 self.scaler.scale(total / self.accum_steps).backward()
@@ -380,7 +385,11 @@ class Trainer:
         return self.ema.module if self.ema is not None else unwrap(self.model)
 
     def state_dict(self) -> dict:
-        """Everything resume needs, as weights_only-loadable plain data (epoch = epochs completed)."""
+        """Everything resume needs, as weights_only-loadable plain data (epoch = epochs completed).
+
+        Under DDP this is a collective (every rank's random state is gathered): call it on all ranks.
+        """
+        rng = all_gather_object(rng_state())
         state = {
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -390,7 +399,8 @@ class Trainer:
             "iter": self.iter,
             "stage_index": self.stage_index or 0,
             "stage_iter": self.stage_iter,
-            "rng": rng_state(),
+            "rng": rng[0],
+            "rng_per_rank": rng,  # each rank resumes its own augmentation / dropout streams
             "extra": dict(self.extra_state),
             "config": self.config,
         }
@@ -417,7 +427,9 @@ class Trainer:
         self.start_epoch = self.epoch = self.epochs_done = int(state["epoch"])
         self.iter, self.stage_iter = int(state["iter"]), int(state["stage_iter"])
         self.extra_state = dict(state.get("extra", {}))
-        set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or []
+        same_world = len(per_rank) == self.dist.world_size
+        set_rng_state(per_rank[self.dist.rank] if same_world else state["rng"])
 
     def _balancer_in_model(self) -> bool:
         return any(m is self.balancer for m in unwrap(self.model).modules())

@@ -8,6 +8,8 @@ from __future__ import annotations
 from . import classification, detection, segmentation
 from .classification import (aggregate_by_patient, binary_metrics, bootstrap_ci, choose_threshold,
                              classification_metrics, hemorica_summary, tune_thresholds)
+from .epoch_selection import select_epochs
+from .location import location_metrics
 from .detection import (STAT_NAMES, coco_metrics, froc_2d, froc_3d, froc_curve, lesions_3d_from_mask,
                         sensitivity_at)
 from .report import render_markdown, write_json, write_metrics_json, write_report
@@ -35,7 +37,7 @@ __all__ = [
     "CONVENTIONS", "MultiTaskEvaluator", "STAT_NAMES", "aggregate_by_patient", "binary_metrics",
     "bootstrap_ci", "choose_threshold", "classification_metrics", "coco_metrics", "confusion_counts",
     "encode_masks", "froc_2d", "froc_3d", "froc_curve", "hausdorff_distance", "hd95_per_label",
-    "hemorica_summary", "lesions_3d_from_mask", "render_markdown", "segmentation_metrics",
+    "hemorica_summary", "lesions_3d_from_mask", "location_metrics", "select_epochs", "render_markdown", "segmentation_metrics",
     "sensitivity_at", "tune_thresholds", "volume_table", "write_json", "write_metrics_json",
     "write_report",
 ]

@@ -5,13 +5,22 @@ or 8-bit display slices / 255, then fit-longest-side + centre pad to ``data.imag
 geometry as albumentations' LongestMaxSize + PadIfNeeded, done with ``F.interpolate`` on all slices at
 once). Model outputs are mapped back (crop the pad, resize to the slice size) so masks line up with the
 input voxels and write into NIfTI on the input's affine. Slices go through the model ``batch_size`` at a
-time; ``batch_size=1`` is the per-slice loop kept for benchmarks and equivalence tests.
+time; ``batch_size=1`` is the per-slice loop kept for benchmarks and equivalence tests (same code).
+
+2.5D checkpoints (``data.context_slices`` c > 0) see each slice with its c neighbours each side as
+extra channels, [window0 @ z-c..z+c, window1 @ ...], edge slices replicated: the stack is one gather
+of the windowed volume with ``hemo_mtl.data.dataset.context_index`` (the dataset's own neighbour rule).
+
+Speed: the model runs under ``torch.inference_mode`` in channels_last (CPU convolutions), Mask R-CNN
+drops detections below ``score_threshold`` before its mask head and mask pasting (they would be
+discarded afterwards anyway), and un-padding/resizing/argmax run on chunks of slices at once.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..categories import LABELS
+from ..data.dataset import context_index
 from ..data.io import DataError, load_dicom_series, load_display_image, load_nifti
 from ..data.windowing import check_hu_range, stack_windows
 from .postprocess import clean_mask
@@ -43,6 +53,7 @@ class PredictOptions:
     score_threshold: float = 0.5  # detections kept in detections.json
     mask_threshold: float = 0.5  # instance mask probability -> pixel
     subtype_threshold: float = 0.5  # patient-level p >= this -> subtype predicted
+    channels_last: bool = True  # NHWC model + input: faster CPU convolutions (outputs equal to ~1e-6)
 
 
 @dataclass
@@ -167,15 +178,45 @@ def unfit(maps: torch.Tensor, fit: Fit) -> torch.Tensor:
 
 
 def label_map(prob: torch.Tensor) -> torch.Tensor:
-    """argmax over dim 1 as uint8 (first maximum wins, like argmax), done as a running maximum over
-    the few channels: contiguous passes are ~5x faster than torch.argmax over a strided dim 1."""
-    best = prob[:, 0].clone()
-    labels = torch.zeros(best.shape, dtype=torch.uint8)
-    for c in range(1, prob.shape[1]):
-        better = prob[:, c] > best
-        best = torch.where(better, prob[:, c], best)
-        labels[better] = c
-    return labels
+    """argmax over dim 1 as uint8 (first maximum wins). In channels_last the few channels are the
+    innermost axis, so the reduction reads contiguous memory (a strided dim-1 argmax is ~5x slower)."""
+    return prob.contiguous(memory_format=torch.channels_last).argmax(1).to(torch.uint8)
+
+
+def label_volume(prob: torch.Tensor, fit: Fit | None, chunk: int = 4) -> torch.Tensor:
+    """(N, K, S, S) probabilities -> (N, H, W) uint8 labels on the slice grid: un-pad, resize and argmax
+    a few slices at a time, so the full-size float maps (N x K x H x W) never exist at once."""
+    parts = []
+    for i in range(0, len(prob), chunk):
+        p = prob[i:i + chunk].contiguous(memory_format=torch.channels_last)
+        parts.append(label_map(unfit(p, fit) if fit is not None else p))
+    return torch.cat(parts) if parts else torch.zeros((0, *prob.shape[-2:]), dtype=torch.uint8)
+
+
+def with_context(x: torch.Tensor, context: int) -> torch.Tensor:
+    """(Z, C, H, W) slices in volume order -> (Z, C * (2c+1), H, W): channel order [c0 @ z-c..z+c,
+    c1 @ z-c..z+c, ...], edge slices replicated; one gather, no per-slice loop."""
+    if context <= 0:
+        return x
+    index = torch.from_numpy(context_index(np.arange(len(x)), context))  # (Z, 2c+1)
+    return x[index].transpose(1, 2).reshape(len(x), -1, *x.shape[-2:])
+
+
+@contextmanager
+def score_floor(model: torch.nn.Module, threshold: float):
+    """Raise torchvision RoIHeads' score threshold to ``threshold`` while predicting: boxes below it are
+    dropped before the mask head and pasting instead of after (the kept detections are the same)."""
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    heads = [m for m in model.modules() if isinstance(m, RoIHeads)]
+    saved = [h.score_thresh for h in heads]
+    for h in heads:
+        h.score_thresh = max(h.score_thresh, threshold)
+    try:
+        yield
+    finally:
+        for h, value in zip(heads, saved):
+            h.score_thresh = value
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -205,6 +246,9 @@ class Predictor:
         self.device = torch.device(device)
         self.windows = tuple(config["data"]["windows"])
         self.image_size = int(config["data"]["image_size"])
+        self.context_slices = int(config["data"].get("context_slices") or 0)
+        if self.options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.weights_sha256 = weights_sha256
         self.config_sha256 = sha256_config(config)
 
@@ -221,22 +265,32 @@ class Predictor:
     # ------------------------------------------------------------------ preprocessing
     def channels(self, scan: Scan) -> list[torch.Tensor]:
         """Windowed (N, C, H, W) float tensors, one per group of equal-size slices (volumes: one)."""
-        if scan.kind == "hu":
+        if scan.kind == "hu":  # numpy windowing (in-place clip) is ~3x faster here than torch's
             vol = np.ascontiguousarray(np.moveaxis(scan.slices, 2, 0))  # (Z, X, Y): slice k = vol[:, :, k]
             return [torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack_windows(vol, self.windows), 0, 1)))]
         c = len(self.windows)
+        if len({s.shape for s in scan.slices}) == 1:  # one stack: one resize, and neighbours for 2.5D
+            stack = torch.from_numpy(np.stack(scan.slices).astype(np.float32) / 255.0)[:, None]
+            return [stack.expand(-1, c, -1, -1).contiguous()]
+        if self.context_slices and self.options.sliding_window:
+            raise DataError(f"{scan.path}: slices of different sizes cannot be stacked with their neighbours "
+                            f"(2.5D checkpoint, data.context_slices={self.context_slices}) at native resolution")
         return [torch.from_numpy(s.astype(np.float32) / 255.0)[None, None].expand(1, c, *s.shape).contiguous()
                 for s in scan.slices]
 
     # ------------------------------------------------------------------ model passes
-    @torch.no_grad()
+    def _model_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.options.channels_last else x
+
+    @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> dict:
         """Model outputs for (B, C, S, S), flip-averaged when asked, gated when the checkpoint says so."""
         from ..engine.schedules import gate_outputs
 
-        out = dict(self.model({"image": x.to(self.device)}))
+        out = dict(self.model({"image": self._model_input(x)}))
         if self.options.flip_tta:
-            flipped = self.model({"image": x.flip(-2).to(self.device)})
+            flipped = self.model({"image": self._model_input(x.flip(-2))})
             for key in ("cls_prob", "seg_prob"):
                 if key in out:
                     other = flipped[key].flip(-2) if key == "seg_prob" else flipped[key]
@@ -253,7 +307,9 @@ class Predictor:
 
     def _run_batches(self, x: torch.Tensor) -> dict:
         """All of ``x`` through the model ``batch_size`` slices at a time; outputs concatenated."""
-        parts = [self._forward(x[i:i + self.options.batch_size]) for i in range(0, len(x), self.options.batch_size)]
+        with score_floor(self.model, self.options.score_threshold):
+            parts = [self._forward(x[i:i + self.options.batch_size])
+                     for i in range(0, len(x), self.options.batch_size)]
         out: dict = {}
         for key in parts[0]:
             if key == "instances":
@@ -262,7 +318,7 @@ class Predictor:
                 out[key] = torch.cat([p[key] for p in parts])
         return out
 
-    def _sliding(self, x: torch.Tensor) -> dict:
+    def sliding_window(self, x: torch.Tensor) -> dict:
         """Native-resolution patches (``patch``, ``stride``): seg probabilities averaged where windows
         overlap, p(slice) = max over windows, instances shifted to the slice and merged by NMS."""
         from torchvision.ops import batched_nms
@@ -308,18 +364,22 @@ class Predictor:
         return result
 
     # ------------------------------------------------------------------ one scan
+    def model_inputs(self, scan: Scan) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Fit | None]]:
+        """(windowed slice groups, model inputs, fits): the inputs are what the model sees, (N, C', S, S)
+        in one tensor (sliding window: native-size groups), with 2.5D neighbours stacked as channels."""
+        groups = self.channels(scan)
+        if self.options.sliding_window:
+            return groups, [with_context(g, self.context_slices) for g in groups], [None] * len(groups)
+        fits = [Fit(g.shape[-2], g.shape[-1], self.image_size) for g in groups]
+        inputs = torch.cat([fit_to_square(g, self.image_size) for g in groups])  # resize C, not C x (2c+1)
+        return groups, [with_context(inputs, self.context_slices)], fits
+
     def predict(self, scan: Scan) -> ScanPrediction:
         timings = {"preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
         t0 = time.perf_counter()
-        groups = self.channels(scan)
-        if self.options.sliding_window:
-            fits = [None] * len(groups)
-            inputs = groups
-        else:
-            fits = [Fit(g.shape[-2], g.shape[-1], self.image_size) for g in groups]
-            inputs = [torch.cat([fit_to_square(g, self.image_size) for g in groups])]
+        groups, inputs, fits = self.model_inputs(scan)
         t1 = time.perf_counter()
-        outs = [self._sliding(g) for g in inputs] if self.options.sliding_window else [self._run_batches(inputs[0])]
+        outs = [self.sliding_window(g) for g in inputs] if self.options.sliding_window else [self._run_batches(inputs[0])]
         t2 = time.perf_counter()
         pred = self._assemble(scan, groups, fits, outs)
         timings.update(preprocess=t1 - t0, model=t2 - t1, postprocess=time.perf_counter() - t2)
@@ -337,13 +397,10 @@ class Predictor:
             if "gate_passed" in out:
                 gate.append(out["gate_passed"].numpy())
             if "seg_prob" in out:
-                seg = out["seg_prob"]
-                seg = unfit(seg, fit) if fit is not None else seg
-                masks.append(label_map(seg).numpy())  # (N, H, W)
+                masks.append(label_volume(out["seg_prob"], fit).numpy())  # (N, H, W)
             else:
                 masks.append(np.zeros((len(g), *g.shape[-2:]), np.uint8))
-            for inst in out.get("instances", [{}] * len(g)):
-                instances.append(self._instances(inst, fit, tuple(g.shape[-2:])))
+            instances.extend(self._instances(out.get("instances", [{}] * len(g)), fit, tuple(g.shape[-2:])))
         o = self.options
         if scan.kind == "hu":
             mask = clean_mask(np.moveaxis(masks[0], 0, 2), o.closing, o.opening, o.min_voxels)  # -> (X, Y, Z)
@@ -352,27 +409,42 @@ class Predictor:
         return ScanPrediction(cls_prob=np.concatenate(cls).astype(np.float32), mask=mask, instances=instances,
                               gate_passed=np.concatenate(gate) if gate else None)
 
-    def _instances(self, inst: dict, fit: Fit | None, size: tuple[int, int]) -> dict:
-        """Detections above ``score_threshold`` in slice pixels: boxes un-padded and un-scaled, masks
-        resized to the slice and thresholded."""
-        empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
-                 "scores": np.zeros(0, np.float32), "masks": np.zeros((0, *size), bool), "size": size}
-        if not inst or len(inst.get("boxes", [])) == 0:
-            return empty
-        keep = inst["scores"] >= self.options.score_threshold
-        if not bool(keep.any()):
-            return empty
-        boxes = inst["boxes"][keep].clone()
-        probs = inst["masks"][keep]
-        probs = probs.reshape(len(boxes), 1, *probs.shape[-2:])
-        if fit is not None:
-            top, left = fit.pad
-            sy, sx = fit.scale
-            boxes -= torch.tensor([left, top, left, top], dtype=boxes.dtype)
-            boxes /= torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
-            probs = unfit(probs, fit)
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, size[1])
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, size[0])
-        return {"boxes": boxes.numpy(), "labels": inst["labels"][keep].long().numpy(),
-                "scores": inst["scores"][keep].numpy(), "masks": (probs[:, 0] >= self.options.mask_threshold).numpy(),
-                "size": size}
+    def _instances(self, insts: list[dict], fit: Fit | None, size: tuple[int, int]) -> list[dict]:
+        """Per slice, detections above ``score_threshold`` in slice pixels: boxes un-padded and un-scaled,
+        masks resized to the slice and thresholded. All slices' kept detections are mapped back in one
+        pass (one box transform, one mask resize) and split per slice afterwards."""
+        kept = []
+        for inst in insts:
+            if not inst or len(inst.get("boxes", [])) == 0:
+                kept.append(None)
+                continue
+            keep = inst["scores"] >= self.options.score_threshold
+            kept.append({k: inst[k][keep] for k in ("boxes", "labels", "scores", "masks")} if bool(keep.any()) else None)
+        counts = [0 if k is None else len(k["boxes"]) for k in kept]
+        out = []
+        if sum(counts):
+            found = [k for k in kept if k is not None]
+            boxes = torch.cat([k["boxes"] for k in found]).float()
+            probs = torch.cat([k["masks"].reshape(len(k["boxes"]), 1, *k["masks"].shape[-2:]) for k in found])
+            if fit is not None:
+                top, left = fit.pad
+                sy, sx = fit.scale
+                boxes = (boxes - torch.tensor([left, top, left, top])) / torch.tensor([sx, sy, sx, sy])
+                probs = unfit(probs, fit)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, size[1])
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, size[0])
+            pixels = (probs[:, 0] >= self.options.mask_threshold).numpy()
+            labels = torch.cat([k["labels"] for k in found]).long().numpy()
+            scores = torch.cat([k["scores"] for k in found]).numpy()
+            boxes = boxes.numpy()
+        start = 0
+        for n in counts:
+            if n == 0:
+                out.append({"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+                            "scores": np.zeros(0, np.float32), "masks": np.zeros((0, *size), bool), "size": size})
+                continue
+            part = slice(start, start + n)
+            out.append({"boxes": boxes[part], "labels": labels[part], "scores": scores[part],
+                        "masks": pixels[part], "size": size})
+            start += n
+        return out

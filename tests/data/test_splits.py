@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from hemo_mtl.data.manifest import make_row, rows_to_frame

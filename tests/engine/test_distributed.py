@@ -54,3 +54,20 @@ def test_torchrun_gloo_matches_single_process(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     assert not torch.equal(a["heads.seg.weight"], torch.zeros_like(a["heads.seg.weight"]))
+
+
+def test_torchrun_resume_is_exact_with_per_rank_random_streams(tmp_path):
+    """2 ranks, noisy data from each rank's own generator: 4 epochs == 2 + checkpoint + resume 2."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    outs = {}
+    for mode in ("straight", "resume"):
+        outs[mode] = tmp_path / f"{mode}.pth"
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(WORKER), str(outs[mode]), "6", mode], check=True, env=env, timeout=300,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    a, b = torch.load(outs["straight"], weights_only=True), torch.load(outs["resume"], weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ckpt = torch.load(tmp_path / "resume.ckpt" / "checkpoints" / "model_0002.pth", weights_only=True)
+    ranks = ckpt["rng_per_rank"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])

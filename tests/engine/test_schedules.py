@@ -154,3 +154,10 @@ def test_cascade_evaluation_chooses_threshold_and_empties_gated_slices():
     assert (seg[off].argmax(1) == 0).all() and (seg[off][:, 0] == 1).all()
     assert result.metrics["cascade/gate/skipped_fraction"] == pytest.approx(float(off.float().mean()))
     assert result.metrics["n"] == len(data)
+
+
+def test_task_of_loss_names_each_head():
+    from hemo_mtl.engine import task_of_loss
+
+    assert [task_of_loss(k) for k in ("loss_cls", "loss_seg", "loss_location", "loss_box_reg", "loss_consistency")] \
+        == ["cls", "seg", "location", "det", "aux"]

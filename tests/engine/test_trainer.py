@@ -108,3 +108,38 @@ def test_gradient_accumulation_matches_the_big_batch(tmp_path):
     small = run(tmp_path / "small", 4, 2)
     for k in big:
         torch.testing.assert_close(big[k], small[k], rtol=1e-4, atol=1e-5)
+
+
+def test_pcgrad_receives_one_gradient_source_per_task(tmp_path):
+    """Two loss terms of one task (like Mask R-CNN's) are summed before PCGrad projects task vs task."""
+    from hemo_mtl.models import LossBalancer
+
+    class TwoTermModel(ToyModel):
+        def forward(self, batch):
+            out = super().forward(batch)
+            if self.training and "loss_seg" in out:
+                out["loss_seg_extra"] = 0.5 * out["loss_seg"]
+            return out
+
+    seen = []
+
+    def spy(per_task, params):
+        seen.append({k: float(v.detach()) for k, v in per_task.items()})
+        sum(per_task.values()).backward()
+
+    torch.manual_seed(0)
+    model = TwoTermModel()
+    balancer = LossBalancer({"loss_cls": "cls", "loss_seg": "seg", "loss_seg_extra": "seg"})
+    cfg = copy.deepcopy(DEFAULTS["train"])
+    trainer = Trainer(model, ToyDataset(), schedule=build_schedule({"name": "joint"}, 1, ["cls", "seg"]),
+                      train_cfg=cfg, batch_size=4, collate_fn=collate_samples, seed=3, output_dir=tmp_path,
+                      balancer=balancer, pcgrad=spy)
+    trainer.register_hooks([LRScheduleHook()])
+    batch = collate_samples([trainer.train_set[i] for i in range(4)])
+    model.train()
+    torch.manual_seed(5)  # same dropout draw in both forwards
+    losses = model(batch)
+    torch.manual_seed(5)
+    trainer.run_step(batch, last_in_epoch=True)
+    assert sorted(seen[0]) == ["cls", "seg"]
+    assert seen[0]["seg"] == pytest.approx(1.5 * float(losses["loss_seg"]), rel=1e-5)

@@ -110,3 +110,23 @@ def test_label_map_equals_torch_argmax_including_ties():
     prob = torch.rand(3, 6, 17, 9, generator=torch.Generator().manual_seed(0))
     prob[:, 3, :4] = prob[:, 1, :4] = 2.0  # ties: the first maximum wins
     assert torch.equal(label_map(prob), prob.argmax(1).to(torch.uint8))
+
+
+def test_score_threshold_inside_the_model_keeps_the_same_detections(weights, phantom_scan):
+    # the predictor lifts RoIHeads' score threshold so low-score boxes skip the mask head and pasting;
+    # the kept detections must equal those of a full run filtered afterwards
+    path, _, _ = phantom_scan
+    full = load_scan(path)
+    scan = Scan(full.path, full.kind, full.slices[:, :, :3], full.affine)
+    everything = Predictor.from_checkpoint(weights, PredictOptions(score_threshold=0.0)).predict(scan)
+    scores = np.concatenate([i["scores"] for i in everything.instances])
+    assert len(scores) > 4
+    thr = float(np.quantile(scores, 0.6))
+    lifted = Predictor.from_checkpoint(weights, PredictOptions(score_threshold=thr)).predict(scan)
+    for a, b in zip(everything.instances, lifted.instances):
+        keep = a["scores"] >= thr
+        assert len(b["scores"]) == keep.sum()
+        assert np.allclose(np.sort(a["scores"][keep]), np.sort(b["scores"]), atol=1e-6)
+        order_a, order_b = np.argsort(-a["scores"][keep]), np.argsort(-b["scores"])
+        assert np.allclose(a["boxes"][keep][order_a], b["boxes"][order_b], atol=1e-3)
+        assert np.array_equal(a["masks"][keep][order_a], b["masks"][order_b])

@@ -84,7 +84,9 @@ def test_mixed_batch_loss_terms_match_hand_computation_and_absent_labels_get_zer
     onehot = F.one_hot(target, 6).permute(0, 3, 1, 2).float()
     dice = (2 * (prob * onehot).sum((0, 2, 3)) + 1) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
     present = onehot.sum((0, 2, 3))[1:] > 0  # Dice averages the subtypes present in the batch only
-    expected_seg = F.cross_entropy(seg_logits[keep], target) + 1 - dice[1:][present].mean()
+    fg, p_fg = (target > 0).float(), 1 - prob[:, 0]  # + the "any bleed" region Dice
+    any_dice = (2 * (p_fg * fg).sum() + 1) / (p_fg.sum() + fg.sum() + 1)
+    expected_seg = F.cross_entropy(seg_logits[keep], target) + 1 - dice[1:][present].mean() + 1 - any_dice
     assert torch.allclose(losses["loss_seg"], expected_seg, atol=1e-6)
 
     losses["loss_cls"].backward(retain_graph=True)

@@ -5,9 +5,12 @@ Layout::
     ROOT/volumes/<pid>.nii[.gz]      CT in HU
     ROOT/masks/<pid>.nii[.gz]        optional, uint8 0 background, 1 EDH .. 5 IVH, same shape+affine
     ROOT/slice_labels.csv            optional, patient_id,slice_idx,any,EDH,SDH,SAH,IPH,IVH (0-based idx)
+    ROOT/lesions.csv                 optional, patient_id,lesion,subtype,location,first_slice,last_slice
 
 A slice's labels come from its mask when there is one (the mask is the finer truth); CSV rows that
 disagree with the mask are reported. Without a mask, the CSV gives slice labels only.
+With lesions.csv and a mask, each slice gets the manifest ``location`` of its largest bleed
+(``slice_locations``); the location head trains on it.
 """
 from __future__ import annotations
 
@@ -58,6 +61,25 @@ def read_slice_label_csv(path: Path) -> pd.DataFrame:
     return frame.rename(columns=renamed)
 
 
+def slice_locations(mask: np.ndarray, lesions: pd.DataFrame) -> list[str]:
+    """Per axial slice of an (X, Y, Z) subtype mask, the location of its largest bleed ("" if none).
+
+    A lesion row (subtype, location, first_slice, last_slice) covers the slices of its range; its area on
+    slice k is the voxel count of its subtype there (the phantom paints distinct subtypes per patient,
+    so subtype + slice range identifies the bleed). Ties go to the earlier row."""
+    z = mask.shape[2]
+    areas = np.stack([(mask == k).sum(axis=(0, 1)) for k in range(len(SUBTYPES) + 1)])  # (6, Z)
+    best = np.zeros(z, np.int64)
+    out = [""] * z
+    for _, les in lesions.iterrows():
+        label = subtype_id(str(les["subtype"]))
+        lo, hi = max(int(les["first_slice"]), 0), min(int(les["last_slice"]), z - 1)
+        for k in range(lo, hi + 1):
+            if areas[label, k] > best[k]:
+                best[k], out[k] = areas[label, k], str(les["location"])
+    return out
+
+
 @SOURCES.register("nifti")
 def scan_nifti(root, check_hu: bool = True) -> SourceScan:
     root = Path(root)
@@ -68,6 +90,12 @@ def scan_nifti(root, check_hu: bool = True) -> SourceScan:
     masks = _find(root / "masks")
     csv_path = root / "slice_labels.csv"
     labels = read_slice_label_csv(csv_path) if csv_path.is_file() else None
+    lesions_path = root / "lesions.csv"
+    lesions = pd.read_csv(lesions_path, dtype={"patient_id": str}) if lesions_path.is_file() else None
+    if lesions is not None:
+        need = {"patient_id", "subtype", "location", "first_slice", "last_slice"} - set(lesions.columns)
+        if need:
+            raise DataError(f"{lesions_path}: missing column(s) {sorted(need)} (have {list(lesions.columns)})")
     for pid in sorted(set(masks) - set(volumes)):
         scan.skip(masks[pid], "mask without a volume")
 
@@ -97,6 +125,8 @@ def scan_nifti(root, check_hu: bool = True) -> SourceScan:
                 from_csv[k] = [None if pd.isna(r.get(c)) else int(r[c]) for c in LABELS]
         if mask is not None:
             scan.mask_volumes[pid] = str(masks[pid].resolve())
+        locations = (slice_locations(mask.data, lesions[lesions["patient_id"] == pid])
+                     if lesions is not None and mask is not None else None)
         for k in range(n):
             lab = from_mask[k].tolist() if from_mask is not None else from_csv.get(k)
             if from_mask is not None and k in from_csv:
@@ -110,7 +140,7 @@ def scan_nifti(root, check_hu: bool = True) -> SourceScan:
                 make_row(
                     pid, k, "nifti", f"{vol_path.resolve()}#{k}", "hu", lab,
                     mask=f"{masks[pid].resolve()}#{k}" if mask is not None else None,
-                    spacing=vol.spacing,
+                    spacing=vol.spacing, location=locations[k] if locations is not None else None,
                 )
             )
     return scan

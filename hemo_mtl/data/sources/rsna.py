@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...categories import LABELS, SUBTYPES, subtype_id
+from ...categories import LABELS, subtype_id
 from ...registry import SOURCES
 from ..io import DataError
 from ..manifest import make_row

@@ -139,8 +139,9 @@ def adapt_first_conv(module: nn.Module, in_chans: int) -> None:
 
 
 def _check_in_chans(in_chans: int) -> int:
-    if not isinstance(in_chans, int) or not 1 <= in_chans <= 3:
-        raise ValueError(f"backbone.in_chans must be 1, 2 or 3 (HU window channels), got {in_chans!r}")
+    """Any positive count: HU windows x (2 * data.context_slices + 1) neighbouring slices (2.5D)."""
+    if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
+        raise ValueError(f"backbone.in_chans must be a positive int (windows x 2.5D slices), got {in_chans!r}")
     return in_chans
 
 
@@ -173,6 +174,14 @@ def _efficientnet_stages(m: nn.Module) -> nn.ModuleList:
     return nn.ModuleList([f[0:3], f[3:4], f[4:6], f[6:]])
 
 
+def _vgg_stages(m: nn.Module) -> nn.ModuleList:
+    # features: conv blocks each closed by a max-pool; cut after the 2nd..5th pool (strides 4..32)
+    f = m.features
+    pools = [i for i, layer in enumerate(f) if isinstance(layer, nn.MaxPool2d)]
+    return nn.ModuleList([f[: pools[1] + 1], f[pools[1] + 1: pools[2] + 1], f[pools[2] + 1: pools[3] + 1],
+                          f[pools[3] + 1: pools[4] + 1]])
+
+
 _TORCHVISION = {
     "resnet18": (_resnet_stages, ("fc.",)),
     "resnet34": (_resnet_stages, ("fc.",)),
@@ -182,6 +191,9 @@ _TORCHVISION = {
     "efficientnet_b0": (_efficientnet_stages, ("classifier.",)),
     "efficientnet_b5": (_efficientnet_stages, ("classifier.",)),
     "efficientnet_v2_s": (_efficientnet_stages, ("classifier.",)),
+    "efficientnet_v2_l": (_efficientnet_stages, ("classifier.",)),
+    "vgg16": (_vgg_stages, ("classifier.",)),
+    "vgg16_bn": (_vgg_stages, ("classifier.",)),
 }
 
 
@@ -220,6 +232,47 @@ def _register_timm(name: str) -> None:
     BACKBONES.register(name, build)
 
 
+class ViTEncoder(nn.Module):
+    """A plain ViT (timm) as a 4-level trunk: patch tokens reshaped to the stride-16 grid, resampled to
+    strides 4 and 8 (bilinear) and 32 (max-pool), as ViTDet's simple pyramid without learned layers.
+
+    ``dynamic_img_size`` lets one model take any multiple of the patch size (the probe runs at 64)."""
+
+    def __init__(self, name: str, in_chans: int = 3, weights: str | None = None, **kwargs):
+        super().__init__()
+        import timm
+
+        if weights and not Path(weights).is_file():
+            raise FileNotFoundError(f"backbone weights file not found: {weights}")
+        extra = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))) if weights else {}
+        kwargs.setdefault("dynamic_img_size", True)
+        self.model = timm.create_model(name, num_classes=0, in_chans=_check_in_chans(in_chans), **extra, **kwargs)
+        self.in_chans = in_chans
+        self.patch = int(self.model.patch_embed.patch_size[0])
+        if self.patch != 16:
+            raise ValueError(f"ViT {name!r} has patch size {self.patch}; the trunk expects 16 (stride-16 tokens)")
+        dim = int(self.model.embed_dim)
+        self.channels, self.strides = [dim] * 4, list(FPN_STRIDES)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens:]
+        h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
+        grid = tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        up = lambda f: nn.functional.interpolate(grid, scale_factor=f, mode="bilinear", align_corners=False)  # noqa: E731
+        return [up(4), up(2), grid, nn.functional.max_pool2d(grid, 2, ceil_mode=True)]
+
+
+def _register_vit(name: str) -> None:
+    def build(in_chans: int = 3, weights: str | None = None, **kwargs) -> ViTEncoder:
+        return ViTEncoder(name, in_chans, weights, **kwargs)
+
+    build.__name__ = name
+    build.__doc__ = f"timm {name} as a stride 4/8/16/32 trunk."
+    BACKBONES.register(name, build)
+
+
+VIT_NAMES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
+
 TIMM_NAMES = ("mobilevit_s", "mobilevit_xs", "convnext_tiny", "swinv2_tiny_window8_256", "swinv2_cr_tiny_ns_224")
 TIMM_PREFIX = "timm/"  # ``timm/<model>`` builds any other timm model with features_only
 
@@ -227,6 +280,8 @@ for _name in _TORCHVISION:
     _register_torchvision(_name)
 for _name in TIMM_NAMES:
     _register_timm(_name)
+for _name in VIT_NAMES:
+    _register_vit(_name)
 
 
 def build_encoder(name: str, in_chans: int = 3, weights: str | None = None, **kwargs) -> nn.Module:

@@ -22,6 +22,7 @@ class Features(NamedTuple):
 
     fpn: OrderedDict[str, torch.Tensor] | None  # p2..p5 (+ "pool"), all ``out_channels`` wide
     top: torch.Tensor  # raw stride-32 encoder map, ``top_channels`` wide (for classification)
+    levels: list[torch.Tensor] | None = None  # raw encoder maps at strides 4, 8, 16, 32 (smp-style decoders)
 
 
 class BackboneWithFPN(nn.Module):
@@ -31,6 +32,7 @@ class BackboneWithFPN(nn.Module):
         self.in_chans = encoder.in_chans
         self.out_channels = int(out_channels)
         self.top_channels = encoder.channels[-1]
+        self.level_channels = list(encoder.channels)
         self.level_names = [level_name(s) for s in encoder.strides]
         self.strides = OrderedDict((n, s) for n, s in zip(self.level_names, encoder.strides))
         self.strides["pool"] = encoder.strides[-1] * 2
@@ -39,7 +41,7 @@ class BackboneWithFPN(nn.Module):
     def forward(self, x: torch.Tensor, with_fpn: bool = True) -> Features:
         feats = self.encoder(x)
         fpn = self.fpn(OrderedDict(zip(self.level_names, feats))) if with_fpn else None
-        return Features(fpn=fpn, top=feats[-1])
+        return Features(fpn=fpn, top=feats[-1], levels=list(feats))
 
 
 def build_backbone(cfg: dict) -> BackboneWithFPN:

@@ -9,11 +9,16 @@ trunk must run the FPN for it. ``DEFAULTS`` is the head's full config section.
 from .classification import ClassificationHead
 from .detection_rcnn import MaskRCNNHead, pad_small_boxes
 from .detection_yolo import YOLO_EXTRA_HINT, YoloSegmentHead, import_ultralytics
+from .location import LocationHead
 from .segmentation import SegmentationHead
+from .smp_decoders import PSPNetHead, UnetHead
 
 __all__ = [
     "YOLO_EXTRA_HINT",
     "ClassificationHead",
+    "LocationHead",
+    "PSPNetHead",
+    "UnetHead",
     "MaskRCNNHead",
     "SegmentationHead",
     "YoloSegmentHead",

@@ -1,6 +1,6 @@
 """Slice classifier: multi-label logits for ``any`` + the 5 subtypes.
 
-Reads the pooled top encoder map (or, with ``features: fpn``, the pooled FPN levels concatenated).
+Reads the pooled (avg+max) top encoder map (or, with ``features: fpn``, the pooled FPN levels concatenated).
 The loss is a masked BCE: ``cls_valid`` zeroes the terms of unknown labels (Kaggle knows ``any`` only),
 so slice-label-only datasets train next to fully annotated ones without inventing negatives.
 """
@@ -16,6 +16,11 @@ from hemo_mtl.registry import HEADS
 from ..losses import masked_bce_with_logits
 
 
+# A bleed can cover <1% of a slice: an average alone dilutes it to noise, the max keeps it (the
+# avg+max concatenation of fastai's AdaptiveConcatPool2d and many RSNA-ICH solutions).
+POOLS = {"avg": 1, "max": 1, "avgmax": 2}
+
+
 @HEADS.register("classification")
 class ClassificationHead(nn.Module):
     task = "cls"
@@ -23,23 +28,28 @@ class ClassificationHead(nn.Module):
     DEFAULTS = {
         "type": "classification",
         "features": "top",  # "top": pooled stride-32 encoder map; "fpn": pooled p2..p5 concatenated
+        "pool": "avgmax",  # "avg", "max", or "avgmax" (both, concatenated)
         "hidden": 0,  # >0 adds a hidden layer of that width
         "dropout": 0.0,
         "pos_weight": None,  # list of 6 positive-class weights (any, EDH..IVH), or None
         "label_smoothing": 0.0,
     }
 
-    def __init__(self, backbone, features: str = "top", hidden: int = 0, dropout: float = 0.0,
+    def __init__(self, backbone, features: str = "top", pool: str = "avgmax", hidden: int = 0, dropout: float = 0.0,
                  pos_weight=None, label_smoothing: float = 0.0, type: str = "classification"):
         super().__init__()
         if features not in ("top", "fpn"):
             raise ValueError(f"heads.cls.features must be 'top' or 'fpn', got {features!r}")
+        if pool not in POOLS:
+            raise ValueError(f"heads.cls.pool must be one of {sorted(POOLS)}, got {pool!r}")
+        self.pool = pool
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"heads.cls.label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.features = features
         self.uses_fpn = features == "fpn"
         self.label_smoothing = float(label_smoothing)
         in_dim = backbone.out_channels * (len(backbone.strides) - 1) if self.uses_fpn else backbone.top_channels
+        in_dim *= POOLS[pool]
         layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
         if hidden:
             layers += [nn.Linear(in_dim, hidden), nn.ReLU(inplace=True)]
@@ -55,11 +65,18 @@ class ClassificationHead(nn.Module):
 
     def logits(self, feats) -> torch.Tensor:
         if self.uses_fpn:
-            pooled = [F.adaptive_avg_pool2d(v, 1).flatten(1) for k, v in feats.fpn.items() if k != "pool"]
-            x = torch.cat(pooled, dim=1)
+            x = torch.cat([self._pool(v) for k, v in feats.fpn.items() if k != "pool"], dim=1)
         else:
-            x = F.adaptive_avg_pool2d(feats.top, 1).flatten(1)
+            x = self._pool(feats.top)
         return self.mlp(x)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.pool in ("avg", "avgmax"):
+            parts.append(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        if self.pool in ("max", "avgmax"):
+            parts.append(F.adaptive_max_pool2d(x, 1).flatten(1))
+        return torch.cat(parts, dim=1)
 
     def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         target = batch["cls"].to(logits.dtype)

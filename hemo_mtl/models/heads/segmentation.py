@@ -6,7 +6,9 @@ resolution; a light residual refinement (stride-4 features upsampled, concatenat
 image, two convs, last one zero-initialised) corrects the thin edges of SAH lines and small bleeds
 that a x4 bilinear upsample blurs; ``refine: false`` drops it for speed. The classifier bias starts
 at a ~1% bleed prior so early training is not spent unlearning uniform class scores.
-Loss: cross-entropy + soft Dice computed per class, only on slices that really have a mask.
+Loss: cross-entropy + soft Dice computed per class, only on slices that really have a mask, plus
+(multiclass) a soft Dice on the "any bleed" region: every subtype's pixels then teach the trunk what
+blood looks like from the first steps, before the rarer subtypes are told apart.
 """
 from __future__ import annotations
 
@@ -43,8 +45,56 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
     return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+class SemanticSegHead(nn.Module):
+    """The loss and outputs every semantic-segmentation head shares; subclasses define ``logits``.
+
+    Loss: CE (pixel mean) + per-subtype soft Dice + (multiclass) soft Dice on the "any bleed" region,
+    over the slices with ``has["mask"]``; an exact, connected 0 when none has one.
+    """
+
+    task = "seg"
+
+    def _init_loss(self, mode: str, ce_weight: float, dice_weight: float, dice_include_background: bool,
+                   any_dice_weight: float) -> None:
+        if mode not in ("multiclass", "binary"):
+            raise ValueError(f"heads.seg.mode must be 'multiclass' or 'binary', got {mode!r}")
+        self.mode = mode
+        self.num_classes = 1 + (len(SUBTYPES) if mode == "multiclass" else 1)
+        self.ce_weight, self.dice_weight = float(ce_weight), float(dice_weight)
+        self.dice_include_background = bool(dice_include_background)
+        self.any_dice_weight = float(any_dice_weight) if self.mode == "multiclass" else 0.0
+
+    def logits(self, feats, image: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def target(self, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.long()
+        return (mask > 0).long() if self.mode == "binary" else mask
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        keep = batch["has"]["mask"].to(logits.device).bool()
+        if not bool(keep.any()):
+            return {"loss_seg": zero_loss(logits)}
+        logits, target = logits[keep], self.target(batch["mask"].to(logits.device)[keep])
+        total = self.ce_weight * F.cross_entropy(logits, target)
+        prob = logits.softmax(dim=1)
+        if self.dice_weight:
+            total = total + self.dice_weight * soft_dice_loss(prob, target, include_background=self.dice_include_background)
+        if self.any_dice_weight:  # the bleed/no-bleed region all subtypes share (nnU-Net's region training)
+            bleed = torch.stack([prob[:, 0], 1.0 - prob[:, 0]], dim=1)
+            total = total + self.any_dice_weight * soft_dice_loss(bleed, (target > 0).long())
+        return {"loss_seg": total}
+
+    def forward(self, feats, batch: dict) -> dict[str, torch.Tensor]:
+        """Train: ``loss_seg`` (+ ``seg_logits``); eval: ``seg_prob`` (B, K, H, W) softmax, K = 6 or 2."""
+        logits = self.logits(feats, batch["image"])
+        if self.training:
+            return {**self.loss(logits, batch), "seg_logits": logits}
+        return {"seg_prob": logits.softmax(dim=1)}
+
+
 @HEADS.register("segmentation")
-class SegmentationHead(nn.Module):
+class SegmentationHead(SemanticSegHead):
     task = "seg"
     uses_fpn = True
     DEFAULTS = {
@@ -56,18 +106,14 @@ class SegmentationHead(nn.Module):
         "ce_weight": 1.0,
         "dice_weight": 1.0,
         "dice_include_background": False,
+        "any_dice_weight": 1.0,  # multiclass: extra Dice on "any bleed" = 1 - P(background)
     }
 
     def __init__(self, backbone, mode: str = "multiclass", channels: int = 64, refine: bool = True,
                  refine_channels: int = 16, ce_weight: float = 1.0, dice_weight: float = 1.0,
-                 dice_include_background: bool = False, type: str = "segmentation"):
+                 dice_include_background: bool = False, any_dice_weight: float = 1.0, type: str = "segmentation"):
         super().__init__()
-        if mode not in ("multiclass", "binary"):
-            raise ValueError(f"heads.seg.mode must be 'multiclass' or 'binary', got {mode!r}")
-        self.mode = mode
-        self.num_classes = 1 + (len(SUBTYPES) if mode == "multiclass" else 1)
-        self.ce_weight, self.dice_weight = float(ce_weight), float(dice_weight)
-        self.dice_include_background = bool(dice_include_background)
+        self._init_loss(mode, ce_weight, dice_weight, dice_include_background, any_dice_weight)
         self.levels = [k for k in backbone.strides if k != "pool"]
         base = backbone.strides[self.levels[0]]
         self.branches = nn.ModuleDict({
@@ -96,27 +142,3 @@ class SegmentationHead(nn.Module):
             detail = F.interpolate(self.squeeze(x), size=size, mode="bilinear", align_corners=False)
             logits = logits + self.full_res(torch.cat([detail, image.to(detail.dtype)], dim=1))
         return logits
-
-    def target(self, mask: torch.Tensor) -> torch.Tensor:
-        mask = mask.long()
-        return (mask > 0).long() if self.mode == "binary" else mask
-
-    def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        """CE (pixel mean) + Dice over the slices with ``has["mask"]``; exact 0 with zero grad if none."""
-        keep = batch["has"]["mask"].to(logits.device).bool()
-        if not bool(keep.any()):
-            return {"loss_seg": zero_loss(logits)}
-        logits, target = logits[keep], self.target(batch["mask"].to(logits.device)[keep])
-        total = self.ce_weight * F.cross_entropy(logits, target)
-        if self.dice_weight:
-            total = total + self.dice_weight * soft_dice_loss(
-                logits.softmax(dim=1), target, include_background=self.dice_include_background
-            )
-        return {"loss_seg": total}
-
-    def forward(self, feats, batch: dict) -> dict[str, torch.Tensor]:
-        """Train: ``loss_seg`` (+ ``seg_logits``); eval: ``seg_prob`` (B, K, H, W) softmax, K = 6 or 2."""
-        logits = self.logits(feats, batch["image"])
-        if self.training:
-            return {**self.loss(logits, batch), "seg_logits": logits}
-        return {"seg_prob": logits.softmax(dim=1)}

@@ -79,7 +79,14 @@ def test_bad_weights_raise_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="resnet50.pth"):
         build_encoder("resnet18", weights=str(wrong))
     with pytest.raises(ValueError, match="in_chans"):
-        build_encoder("resnet18", in_chans=4)
+        build_encoder("resnet18", in_chans=0)
+
+
+def test_many_input_channels_for_2p5d_stacks():
+    """3 windows x 3 neighbouring slices = 9 channels: the stem is widened (timm's adapt_input_conv)."""
+    encoder = build_encoder("resnet18", in_chans=9)
+    feats = encoder(torch.randn(1, 9, 64, 64))
+    assert len(feats) == 4 and feats[0].shape[0] == 1
 
 
 def test_adapt_first_conv_keeps_output_for_replicated_gray_input():

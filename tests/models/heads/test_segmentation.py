@@ -38,17 +38,20 @@ def test_full_resolution_softmax(trunk, mode, k, refine):
     assert torch.allclose(prob.sum(1), torch.ones(3, 64, 48), atol=1e-5)
 
 
-def test_loss_is_ce_plus_per_class_dice_on_masked_slices_only(trunk, mask_fn):
+def test_loss_is_ce_plus_per_class_dice_plus_any_bleed_dice_on_masked_slices_only(trunk, mask_fn):
     backbone, f, image = trunk
-    head = SegmentationHead(backbone, channels=16)
+    head = SegmentationHead(backbone, channels=16, any_dice_weight=0.5)
     mask = torch.from_numpy(np.stack([mask_fn(64, s)[:, :48] for s in range(3)]).astype(np.int64))
     batch = {"image": image, "mask": mask, "has": {"mask": torch.tensor([True, False, True])}}
     logits = head.logits(f, image).detach().requires_grad_()
     loss = head.loss(logits, batch)["loss_seg"]
     keep = [0, 2]
     ce = F.cross_entropy(logits[keep], mask[keep])
-    dice = _numpy_dice_loss(logits[keep].softmax(1).detach().double().numpy(), mask[keep].numpy(), range(1, 6))
-    assert loss.item() == pytest.approx(ce.item() + dice, rel=1e-5)
+    prob = logits[keep].softmax(1).detach().double().numpy()
+    dice = _numpy_dice_loss(prob, mask[keep].numpy(), range(1, 6))
+    bleed = np.stack([prob[:, 0], 1 - prob[:, 0]], axis=1)
+    any_dice = _numpy_dice_loss(bleed, (mask[keep].numpy() > 0).astype(np.int64), [1])
+    assert loss.item() == pytest.approx(ce.item() + dice + 0.5 * any_dice, rel=1e-5)
     loss.backward()
     assert torch.all(logits.grad[1] == 0) and torch.any(logits.grad[0] != 0)
 

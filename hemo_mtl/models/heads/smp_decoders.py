@@ -1,0 +1,97 @@
+"""U-Net and PSPNet decoders (segmentation-models-pytorch) on the shared trunk's raw encoder maps.
+
+The Hemorica segmentation grid compares decoders across encoders; smp's decoder modules are the
+reference implementations, so they are reused as is on our encoder's stride 4/8/16/32 maps (any
+registered backbone, SwinV2 included) instead of smp's own encoders. U-Net also gets the full-
+resolution image and a light stride-2 stem as its two finest skips (smp's encoders provide those).
+PSPNet pools the stride-8 map (smp's default ``encoder_depth=3``) and upsamples its logits x8.
+Loss and outputs are the ``seg`` heads' shared ones (``SemanticSegHead``); ``mode: binary`` for
+lesion-vs-background.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hemo_mtl.registry import HEADS
+
+from .segmentation import SemanticSegHead
+
+
+class _SmpSegHead(SemanticSegHead):
+    uses_fpn = False
+
+    def forward(self, feats, batch: dict) -> dict[str, torch.Tensor]:
+        if feats.levels is None:
+            raise ValueError(f"{type(self).__name__} needs the trunk's raw encoder levels (Features.levels)")
+        return super().forward(feats, batch)
+
+
+@HEADS.register("unet")
+class UnetHead(_SmpSegHead):
+    DEFAULTS = {
+        "type": "unet",
+        "mode": "binary",
+        "decoder_channels": [256, 128, 64, 32, 16],
+        "stem_channels": 32,
+        "attention": None,  # smp attention_type, e.g. "scse"
+        "ce_weight": 1.0,
+        "dice_weight": 1.0,
+        "dice_include_background": False,
+        "any_dice_weight": 1.0,  # multiclass only
+    }
+
+    def __init__(self, backbone, mode: str = "binary", decoder_channels=(256, 128, 64, 32, 16), stem_channels: int = 32,
+                 attention=None, ce_weight: float = 1.0, dice_weight: float = 1.0,
+                 dice_include_background: bool = False, any_dice_weight: float = 1.0, type: str = "unet"):
+        super().__init__()
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
+        self._init_loss(mode, ce_weight, dice_weight, dice_include_background, any_dice_weight)
+        if len(decoder_channels) != 5:
+            raise ValueError(f"heads.seg.decoder_channels needs 5 values (strides 16..1), got {decoder_channels}")
+        self.stem = nn.Sequential(
+            nn.Conv2d(backbone.in_chans, stem_channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(stem_channels), nn.ReLU(inplace=True),
+        )
+        channels = [backbone.in_chans, stem_channels, *backbone.level_channels]
+        self.decoder = UnetDecoder(channels, list(decoder_channels), n_blocks=5, attention_type=attention)
+        self.predictor = nn.Conv2d(decoder_channels[-1], self.num_classes, 3, padding=1)
+
+    def logits(self, feats, image: torch.Tensor) -> torch.Tensor:
+        image = image.to(feats.levels[0].dtype)
+        x = self.decoder([image, self.stem(image), *feats.levels])
+        return self.predictor(x)
+
+
+@HEADS.register("pspnet")
+class PSPNetHead(_SmpSegHead):
+    DEFAULTS = {
+        "type": "pspnet",
+        "mode": "binary",
+        "out_channels": 512,
+        "dropout": 0.2,
+        "level": 1,  # encoder level pooled: 0..3 = stride 4, 8, 16, 32 (smp default: stride 8)
+        "ce_weight": 1.0,
+        "dice_weight": 1.0,
+        "dice_include_background": False,
+        "any_dice_weight": 1.0,  # multiclass only
+    }
+
+    def __init__(self, backbone, mode: str = "binary", out_channels: int = 512, dropout: float = 0.2, level: int = 1,
+                 ce_weight: float = 1.0, dice_weight: float = 1.0, dice_include_background: bool = False,
+                 any_dice_weight: float = 1.0, type: str = "pspnet"):
+        super().__init__()
+        from segmentation_models_pytorch.decoders.pspnet.decoder import PSPDecoder
+
+        self._init_loss(mode, ce_weight, dice_weight, dice_include_background, any_dice_weight)
+        if not 0 <= level < len(backbone.level_channels):
+            raise ValueError(f"heads.seg.level must be 0..{len(backbone.level_channels) - 1}, got {level}")
+        self.level = int(level)
+        self.decoder = PSPDecoder([backbone.level_channels[self.level]], out_channels=out_channels, dropout=dropout)
+        self.predictor = nn.Conv2d(out_channels, self.num_classes, 3, padding=1)
+
+    def logits(self, feats, image: torch.Tensor) -> torch.Tensor:
+        x = self.predictor(self.decoder([feats.levels[self.level]]))
+        return F.interpolate(x, size=image.shape[-2:], mode="bilinear", align_corners=False)
