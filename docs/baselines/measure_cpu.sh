@@ -38,3 +38,11 @@ python tools/run_grid.py configs/physionet/unet_patch.yaml --folds 5 --out runs/
   --set train.num_threads=1 --set train.progress=false --set data.num_workers=0
 python tools/threshold_baseline.py runs/baselines/physionet_phantom/unet_patch --folds 5
 echo ALL DONE 2
+
+# --- 30-epoch PhysioNet patch U-Net (docs/baselines.md, row "30 epochs") ---
+python tools/run_grid.py configs/physionet/unet_patch.yaml --folds 5 --out runs/baselines/physionet_phantom30 \
+  --set data.root=null --set data.phantom.patients=10 --set data.phantom.size=128 --set data.phantom.slices=16 \
+  --set data.image_size=128 --set data.patches.size=64 --set data.patches.stride=32 \
+  --set eval.sliding_window.size=64 --set eval.sliding_window.stride=32 --set train.epochs=30 --set train.lr=1.0e-3 \
+  --set data.batch_size=16 --set train.eval_period=0 \
+  --set train.num_threads=2 --set train.progress=false --set data.num_workers=0
