@@ -7,7 +7,8 @@ from .events import EventStorage
 from .hooks import CheckpointHook, EvalHook, LRScheduleHook, ProgressHook, TensorboardHook
 from .inference import evaluate, run_inference
 from .lr_schedule import WarmupLRScheduler, lr_factor
-from .schedules import (Schedule, Stage, build_schedule, choose_gate_threshold, gate_outputs, gate_summary,
+from ..models.gating import gate_outputs
+from .schedules import (Schedule, Stage, build_schedule, choose_gate_threshold, gate_summary,
                         task_of_loss)
 from .trainer import HookBase, NonFiniteLossError, Trainer, seed_everything, set_active_heads
 

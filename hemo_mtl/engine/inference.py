@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .schedules import choose_gate_threshold, gate_outputs, gate_summary
+from .schedules import choose_gate_threshold, gate_summary
 from .trainer import move_to_device, set_active_heads
 from .visualize import draw_panel
 
@@ -64,15 +64,14 @@ def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.d
         for batch in loader:
             batch = move_to_device(batch, device, channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-                outputs = model(batch)
+                # gated heads run only on the slices that pass
+                outputs = model(batch) if gate is None else model(batch, gate=gate)
             outputs = _to_float(outputs)
             if "cls_prob" in outputs:
                 p = outputs["cls_prob"][:, 0].float().cpu()
                 y = torch.where(batch["cls_valid"][:, 0].cpu() > 0, batch["cls"][:, 0].cpu(), torch.tensor(-1.0))
                 p_all.append(p.numpy())
                 y_all.append(y.numpy())
-                if gate is not None:
-                    outputs = gate_outputs(outputs, p >= float(gate["threshold"]), gate["heads"])
             lesions.extend(len(t["boxes"]) if bool(h) else 0 for t, h in zip(batch["targets"], batch["has"]["boxes"]))
             if evaluator is not None:
                 evaluator.process(batch, outputs)

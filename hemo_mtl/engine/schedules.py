@@ -19,7 +19,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..config import ConfigError
 from ..registry import SCHEDULES
@@ -212,27 +211,6 @@ def choose_gate_threshold(y_any: np.ndarray, p_any: np.ndarray, target_sensitivi
         return 0.5
     need = max(1, math.ceil(target_sensitivity * len(pos) - 1e-9))
     return float(pos[need - 1])
-
-
-def gate_outputs(outputs: dict, keep: torch.Tensor, heads: Sequence[str]) -> dict:
-    """``outputs`` with slices where ``keep`` is False given empty seg/det predictions.
-
-    Empty segmentation = probability 1 for background; empty detection = zero instances.
-    """
-    keep = keep.to(torch.bool)
-    out = dict(outputs)
-    if "seg" in heads and "seg_prob" in out:
-        seg = out["seg_prob"].clone()
-        off = ~keep.to(seg.device)
-        seg[off] = 0
-        seg[off, 0] = 1
-        out["seg_prob"] = seg
-    if "det" in heads and "instances" in out:
-        out["instances"] = [
-            inst if bool(k) else {key: v[:0] for key, v in inst.items()}
-            for inst, k in zip(out["instances"], keep.tolist())
-        ]
-    return out
 
 
 def gate_summary(y_any: np.ndarray, p_any: np.ndarray, threshold: float,

@@ -59,12 +59,32 @@ def _drop_small(binary: np.ndarray, min_voxels: int) -> np.ndarray:
     return keep[labels]
 
 
+def nonzero_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Index of the smallest box holding every nonzero voxel, grown by ``margin`` (clipped); None when
+    empty. Bleeds fill a small part of a scan: labelling or filtering the box instead of the whole
+    512 x 512 x Z volume gives the same answer several times faster."""
+    mask = np.asarray(mask)
+    if mask.ndim < 2:
+        raise ValueError(f"expected a 2D or 3D mask, got shape {mask.shape}")
+    plane = mask.any(axis=tuple(range(2, mask.ndim))) if mask.ndim > 2 else mask != 0
+    hits = [np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))]
+    if hits[0].size == 0:
+        return None
+    if mask.ndim == 3:
+        hits.append(np.flatnonzero(mask.any(axis=(0, 1))))
+    return tuple(slice(max(int(h[0]) - margin, 0), min(int(h[-1]) + 1 + margin, n)) for h, n in zip(hits, mask.shape))
+
+
 def lesion_counts(mask: np.ndarray) -> dict[str, int]:
     """Number of 3D (26-connected) lesions per subtype, plus ``any`` (their sum)."""
     vol = _as_volume(mask)
-    present = np.bincount(np.asarray(vol, dtype=np.uint8).ravel(order="K"), minlength=len(SUBTYPES) + 1) > 0
-    counts = {name: int(ndimage.label(vol == i + 1, _LESION)[1]) if present[i + 1] else 0
-              for i, name in enumerate(SUBTYPES)}
+    box = nonzero_box(vol)
+    counts = dict.fromkeys(SUBTYPES, 0)
+    if box is not None:
+        vol = np.asarray(vol[box], dtype=np.uint8)
+        present = np.bincount(vol.ravel(order="K"), minlength=len(SUBTYPES) + 1) > 0
+        counts = {name: int(ndimage.label(vol == i + 1, _LESION)[1]) if present[i + 1] else 0
+                  for i, name in enumerate(SUBTYPES)}
     return {"any": sum(counts.values()), **counts}
 
 
@@ -79,8 +99,14 @@ def volumes_ml(mask: np.ndarray, spacing: Sequence[float] | None) -> dict[str, f
 
 
 def contours(mask: np.ndarray) -> np.ndarray:
-    """Inner boundary pixels of each label region (label where the 3x3 in-plane neighbourhood differs)."""
+    """Inner boundary pixels of each label region (label where the 3x3 in-plane neighbourhood differs).
+    Filters run on the labels' bounding box plus a one-pixel rim of background, which is exact."""
     vol = _as_volume(mask)
-    eroded_same = ndimage.minimum_filter(vol, footprint=_IN_PLANE, mode="nearest") == ndimage.maximum_filter(
-        vol, footprint=_IN_PLANE, mode="nearest")
-    return np.where(eroded_same, 0, vol).astype(np.uint8).reshape(np.shape(mask))
+    out = np.zeros(vol.shape, np.uint8)
+    box = nonzero_box(vol, margin=1)
+    if box is not None:
+        part = vol[box]
+        eroded_same = ndimage.minimum_filter(part, footprint=_IN_PLANE, mode="nearest") == ndimage.maximum_filter(
+            part, footprint=_IN_PLANE, mode="nearest")
+        out[box] = np.where(eroded_same, 0, part)
+    return out.reshape(np.shape(mask))

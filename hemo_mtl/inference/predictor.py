@@ -285,23 +285,27 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> dict:
-        """Model outputs for (B, C, S, S), flip-averaged when asked, gated when the checkpoint says so."""
-        from ..engine.schedules import gate_outputs
+        """Model outputs for (B, C, S, S), flip-averaged when asked, gated when the checkpoint says so:
+        the gated heads then run only on the slices that pass (flip TTA gates the averaged p(any))."""
+        from ..models.gating import gate_outputs
 
-        out = dict(self.model({"image": self._model_input(x)}))
+        thr = self.gate_threshold
+        gate = None if thr is None else {"threshold": thr, "heads": tuple(self.cascade.get("heads", ("seg", "det")))}
+        batch = {"image": self._model_input(x)}
+        out = dict(self.model(batch) if gate is None or self.options.flip_tta else self.model(batch, gate=gate))
         if self.options.flip_tta:
             flipped = self.model({"image": self._model_input(x.flip(-2))})
             for key in ("cls_prob", "seg_prob"):
                 if key in out:
                     other = flipped[key].flip(-2) if key == "seg_prob" else flipped[key]
                     out[key] = (out[key] + other) / 2
-        out = {k: (v.float().cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
+        out = {k: (v.float().cpu() if torch.is_tensor(v) and v.is_floating_point() else
+                   v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
         if "instances" in out:
             out["instances"] = [{k: v.float().cpu() for k, v in inst.items()} for inst in out["instances"]]
-        thr = self.gate_threshold
-        if thr is not None and "cls_prob" in out:
+        if gate is not None and self.options.flip_tta and "cls_prob" in out:
             keep = out["cls_prob"][:, 0] >= thr
-            out = gate_outputs(out, keep, self.cascade.get("heads", ("seg", "det")))
+            out = gate_outputs(out, keep, gate["heads"])
             out["gate_passed"] = keep
         return out
 

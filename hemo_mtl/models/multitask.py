@@ -9,6 +9,8 @@ run DDP with ``find_unused_parameters=True`` during such schedule stages).
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from hemo_mtl.registry import HEADS
 
 from .backbones import build_backbone
 from .defaults import resolve_model_cfg
+from .gating import scatter_outputs, select_features
 from .losses import CONSISTENCY_KEY, build_balancer, consistency_loss
 
 
@@ -55,13 +58,30 @@ class MultiTaskModel(nn.Module):
             tasks[CONSISTENCY_KEY] = "consistency"
         return tasks
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict, gate: Mapping | None = None) -> dict:
+        """Training: named losses. Eval: predictions; with ``gate`` ({"threshold", "heads": tasks}) the
+        heads of the gated tasks run only on slices whose p(any) >= threshold (``gating``), and
+        ``gate_passed`` says which."""
         active = [k for k in self.heads if k in self._active]
         with_fpn = any(self.heads[k].uses_fpn for k in active)
         feats = self.backbone(batch["image"], with_fpn=with_fpn)
+        gated = [k for k in active if gate is not None and self.heads[k].task in gate["heads"]]
+        if gated and self.training:
+            raise ValueError("the cascade gate is an inference step; call model.eval() first")
         out: dict = {}
         for key in active:
-            out.update(self.heads[key](feats, batch))
+            if key not in gated:
+                out.update(self.heads[key](feats, batch))
+        if gated:
+            if "cls_prob" not in out:
+                raise ValueError(f"the cascade gate needs the classification head active; active: {active}")
+            keep = out["cls_prob"][:, 0] >= float(gate["threshold"])
+            index = keep.nonzero().flatten()
+            part: dict = {}
+            for key in gated:
+                part.update(self.heads[key](select_features(feats, index), {"image": batch["image"][index]}))
+            out.update(scatter_outputs(part, keep, batch["image"]))
+            out["gate_passed"] = keep
         if not self.training:
             return out
         if self.consistency > 0 and "cls_logits" in out:

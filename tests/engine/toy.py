@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from hemo_mtl.models.gating import gate_outputs
+
 SIZE = 16
 
 
@@ -76,7 +78,15 @@ class ToyModel(nn.Module):
     def set_active_heads(self, names) -> None:
         self.active = set(names)
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict, gate: dict | None = None) -> dict:
+        """``gate`` as MultiTaskModel takes it: outputs of the gated tasks blanked below the threshold."""
+        out = self._forward(batch)
+        if gate is None or self.training:
+            return out
+        keep = out["cls_prob"][:, 0] >= gate["threshold"]
+        return {**gate_outputs(out, keep, gate["heads"]), "gate_passed": keep}
+
+    def _forward(self, batch: dict) -> dict:
         f = self.backbone(batch["image"])
         out = {}
         if "cls" in self.active:

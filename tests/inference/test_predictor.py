@@ -11,6 +11,7 @@ from torch import nn  # noqa: E402
 from hemo_mtl.data.transforms import resize_pipeline  # noqa: E402
 from hemo_mtl.data.windowing import window_hu  # noqa: E402
 from hemo_mtl.inference import PredictOptions, Predictor, Scan, fit_to_square, load_scan  # noqa: E402
+from hemo_mtl.models.gating import gate_outputs  # noqa: E402
 
 torch.set_num_threads(2)
 CENTERS = torch.linspace(0, 1, 6)
@@ -19,11 +20,15 @@ CENTERS = torch.linspace(0, 1, 6)
 class IntensityModel(nn.Module):
     """Pixelwise stand-in: label = nearest of 6 intensity levels, p(any) = mean intensity of the slice."""
 
-    def forward(self, batch):
+    def forward(self, batch, gate=None):
         x = batch["image"][:, :1]
         seg = torch.softmax(-50 * (x - CENTERS.view(1, 6, 1, 1)) ** 2, dim=1)
         cls = x.mean((2, 3)).repeat(1, 6)
-        return {"cls_prob": cls, "seg_prob": seg}
+        out = {"cls_prob": cls, "seg_prob": seg}
+        if gate is None:
+            return out
+        keep = cls[:, 0] >= gate["threshold"]
+        return {**gate_outputs(out, keep, gate["heads"]), "gate_passed": keep}
 
 
 def _reference_labels(volume):
@@ -130,3 +135,36 @@ def test_score_threshold_inside_the_model_keeps_the_same_detections(weights, pha
         order_a, order_b = np.argsort(-a["scores"][keep]), np.argsort(-b["scores"])
         assert np.allclose(a["boxes"][keep][order_a], b["boxes"][order_b], atol=1e-3)
         assert np.array_equal(a["masks"][keep][order_a], b["masks"][order_b])
+
+
+def test_model_runs_gated_heads_only_on_passing_slices_with_the_same_outputs(weights, phantom_scan):
+    # MultiTaskModel(gate=...) runs seg/det on the passing slices only; the result must equal the
+    # ungated pass with the gated-off slices blanked (gate_outputs), and an all-off batch must work
+    from hemo_mtl.inference.predictor import load_model
+
+    model, _ = load_model(weights)
+    model.eval()
+    path, _, _ = phantom_scan
+    x = Predictor(model, {"data": {"windows": ["brain", "subdural", "bone"], "image_size": 64}, "model": {}},
+                  options=PredictOptions(channels_last=False)).model_inputs(load_scan(path))[1][0]
+    calls = []
+    hook = model.heads["det"].register_forward_pre_hook(lambda mod, args: calls.append(len(args[1]["image"])))
+    with torch.inference_mode():
+        full = model({"image": x})
+        p = full["cls_prob"][:, 0]
+        thr = float(p.median())
+        gated = model({"image": x}, gate={"threshold": thr, "heads": ("seg", "det")})
+        nothing = model({"image": x}, gate={"threshold": 2.0, "heads": ("seg", "det")})
+    hook.remove()
+    keep = p >= thr
+    assert 0 < int(keep.sum()) < len(x) and calls == [len(x), int(keep.sum()), 0]
+    ref = gate_outputs(full, keep, ("seg", "det"))
+    assert torch.equal(gated["gate_passed"], keep)
+    assert torch.allclose(gated["seg_prob"], ref["seg_prob"], atol=1e-5)
+    assert torch.equal(gated["cls_prob"], full["cls_prob"])
+    for a, b in zip(gated["instances"], ref["instances"]):
+        assert len(a["boxes"]) == len(b["boxes"]) and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+    assert not nothing["gate_passed"].any() and (nothing["seg_prob"][:, 0] == 1).all()
+    assert all(len(i["boxes"]) == 0 and i["masks"].shape[-2:] == x.shape[-2:] for i in nothing["instances"])
+    with pytest.raises(ValueError, match="inference step"):
+        model.train()({"image": x}, gate={"threshold": thr, "heads": ("seg",)})

@@ -4,14 +4,20 @@
     python tools/benchmark.py predict                       # 512x512x32, configs/demo.yaml model
     python tools/benchmark.py predict --size 256 --slices 16 --weights RUN/model_final.pth
 
-Writes a synthetic head-like HU volume as NIfTI, then per mode (``--batch`` slices per forward vs
-``batch_size=1``) times I/O (NIfTI read + writing every output file), preprocessing (windowing +
-resize/pad), model and postprocessing (un-pad/resize, argmax, morphology, instances). Without
-``--weights`` the model is the config's, randomly initialised (speed does not depend on training).
+Writes a synthetic head-like HU volume as an int16 NIfTI (how CT is stored), then times three modes:
+- ``batched``: the predictor as shipped, ``--batch`` slices per forward, every stage on the whole volume;
+- ``per-slice forward``: the same pipeline with ``batch_size=1`` (only the model runs slice by slice);
+- ``per-slice loop``: what the batched predictor replaces, each slice windowed, resized, run and
+  mapped back on its own (``predict_slice_by_slice``); the volume's morphology and the output files
+  are shared. Its mask must equal the batched one (checked, agreement printed).
+Stages: I/O (NIfTI read + writing every output file), preprocessing (windowing + resize/pad), model
+and postprocessing (un-pad/resize, argmax, morphology, instances). Without ``--weights`` the model is
+the config's, randomly initialised (speed does not depend on training).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -33,6 +39,8 @@ import torch  # noqa: E402
 
 from hemo_mtl.atomic import atomic_write_text  # noqa: E402
 from hemo_mtl.inference import PredictOptions, Predictor, load_scan, write_scan_outputs  # noqa: E402
+from hemo_mtl.inference.postprocess import clean_mask  # noqa: E402
+from hemo_mtl.inference.predictor import ScanPrediction  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +53,32 @@ def synthetic_volume(size: int, slices: int, seed: int = 0) -> np.ndarray:
     plane = np.where(r < 0.8, 30.0, np.where(r < 0.88, 1000.0, -1000.0))
     plane = np.where((x - 0.3) ** 2 + y ** 2 < 0.02, 70.0, plane)
     vol = np.repeat(plane[..., None], slices, axis=2) + rng.normal(0, 5, (size, size, slices))
-    return vol.astype(np.float32)
+    return np.round(vol).astype(np.int16)
+
+
+def predict_slice_by_slice(predictor: Predictor, scan) -> ScanPrediction:
+    """The per-slice loop: one slice at a time through windowing, resize, model and mapping back
+    (the predictor's own steps on a one-slice scan, morphology off), then the volume's morphology."""
+    if predictor.context_slices or scan.kind != "hu":
+        raise ValueError("the per-slice loop benchmark takes a 2D checkpoint and a HU volume")
+    options = predictor.options
+    single = dataclasses.replace(options, batch_size=1, closing=0, opening=0, min_voxels=0)
+    predictor.options = single
+    try:
+        parts = [predictor.predict(dataclasses.replace(scan, slices=scan.slices[:, :, k:k + 1]))
+                 for k in range(scan.num_slices)]
+    finally:
+        predictor.options = options
+    t0 = time.perf_counter()
+    mask = clean_mask(np.concatenate([p.mask for p in parts], axis=2), options.closing, options.opening,
+                      options.min_voxels)
+    gates = [p.gate_passed for p in parts]
+    pred = ScanPrediction(np.concatenate([p.cls_prob for p in parts]), mask,
+                          [inst for p in parts for inst in p.instances],
+                          None if gates[0] is None else np.concatenate(gates))
+    pred.timings = {k: sum(p.timings[k] for p in parts) for k in parts[0].timings}
+    pred.timings["postprocess"] += time.perf_counter() - t0
+    return pred
 
 
 def build_predictor(args, options: PredictOptions) -> Predictor:
@@ -58,16 +91,16 @@ def build_predictor(args, options: PredictOptions) -> Predictor:
     return Predictor(build_model(cfg["model"]), cfg, options=options)
 
 
-def time_once(predictor: Predictor, path: Path, out: Path) -> dict:
-    """One scan end to end: read, predict, write every output; seconds per stage."""
+def time_once(predictor: Predictor, path: Path, out: Path, loop: bool = False) -> tuple[dict, np.ndarray]:
+    """One scan end to end: read, predict, write every output; seconds per stage, and the mask."""
     t0 = time.perf_counter()
     scan = load_scan(path)
     t_read = time.perf_counter() - t0
-    pred = predictor.predict(scan)
+    pred = predict_slice_by_slice(predictor, scan) if loop else predictor.predict(scan)
     t1 = time.perf_counter()
     write_scan_outputs(out, scan, pred, predictor)
     t_write = time.perf_counter() - t1
-    return {"io": t_read + t_write, **pred.timings, "slices": scan.num_slices}
+    return {"io": t_read + t_write, **pred.timings, "slices": scan.num_slices}, pred.mask
 
 
 def best_row(rows: list[dict]) -> dict:
@@ -101,24 +134,31 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="also write the rows as json here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    modes = {f"batched ({a.batch}/forward)": a.batch, "per-slice loop": 1}
+    modes = {f"batched ({a.batch}/forward)": (a.batch, False), "per-slice forward": (1, False),
+             "per-slice loop": (1, True)}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "volume.nii.gz"
         nib.save(nib.Nifti1Image(synthetic_volume(a.size, a.slices), np.diag([0.45, 0.45, 5.0, 1.0])), str(path))
-        predictors = {mode: build_predictor(a, PredictOptions(batch_size=batch)) for mode, batch in modes.items()}
+        predictors = {mode: build_predictor(a, PredictOptions(batch_size=batch)) for mode, (batch, _) in modes.items()}
         for predictor in predictors.values():
             predictor.predict(load_scan(path))  # warm-up: allocator, lazy init
         runs = {mode: [] for mode in modes}
-        for _ in range(a.repeats):  # modes interleaved: load from other processes hits both alike
+        masks = {}
+        for _ in range(a.repeats):  # modes interleaved: load from other processes hits all alike
             for mode, predictor in predictors.items():
-                runs[mode].append(time_once(predictor, path, Path(tmp) / "out"))
+                row, masks[mode] = time_once(predictor, path, Path(tmp) / "out", loop=modes[mode][1])
+                runs[mode].append(row)
     rows = [{"mode": mode, **best_row(r)} for mode, r in runs.items()]
+    first, *others = masks.values()
+    agree = min(float((first == m).mean()) for m in others)
     print(f"volume {a.size}x{a.size}x{a.slices}, model input {predictor.image_size} px, {a.threads} threads, "
           f"best of {a.repeats}; load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(table(rows))
-    print(f"batched / per-slice speed-up: {rows[0]['slices_per_s'] / rows[1]['slices_per_s']:.2f}x end to end, "
-          f"{rows[0]['model_slices_per_s'] / rows[1]['model_slices_per_s']:.2f}x model")
+    for other in rows[1:]:
+        print(f"batched vs {other['mode']}: {rows[0]['slices_per_s'] / other['slices_per_s']:.2f}x end to end, "
+              f"{rows[0]['model_slices_per_s'] / other['model_slices_per_s']:.2f}x model")
+    print(f"mask voxels equal to the batched mode's: {100 * agree:.3f}%")
     if a.out:
         atomic_write_text(a.out, json.dumps(rows, indent=2))
     return 0

@@ -145,6 +145,8 @@ class MaskRCNNHead(nn.Module):
             proposals, rpn_losses = self.rpn(images, fpn, targets)
             _, roi_losses = self.roi_heads(fpn, proposals, images.image_sizes, targets)
             return {_LOSS_NAMES[k]: v for k, v in {**rpn_losses, **roi_losses}.items()}
+        if image.shape[0] == 0:  # every slice gated off (torchvision's RPN cannot take an empty batch)
+            return {"instances": []}
         images = ImageList(image, [image_size] * image.shape[0])
         proposals, _ = self.rpn(images, feats.fpn)
         detections, _ = self.roi_heads(feats.fpn, proposals, images.image_sizes)

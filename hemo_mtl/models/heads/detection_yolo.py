@@ -125,6 +125,8 @@ class YoloSegmentHead(nn.Module):
             loss, _ = self.criterion(image.device)(preds, targets)
             loss = loss / len(index)  # ultralytics scales by batch size; we report per-slice means
             return dict(zip(self.loss_names, (loss[0], loss[1], loss[2], loss[3])))
+        if image.shape[0] == 0:  # every slice gated off
+            return {"instances": []}
         (pred, proto), _ = self.head([feats.fpn[lv] for lv in self.levels])
         dets = self._ul.non_max_suppression(pred, self.conf_thresh, self.iou_thresh, nc=len(SUBTYPES),
                                             max_det=self.max_det)
