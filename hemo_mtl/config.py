@@ -184,9 +184,14 @@ def resolve(cfg: Mapping, schema: Mapping | None = None) -> dict:
 
 
 def deep_merge(base: dict, update: Mapping) -> dict:
-    """``base`` updated in place by ``update``: nested dicts merge, anything else replaces."""
+    """``base`` updated in place by ``update``: nested dicts merge, anything else replaces. A dict that
+    names another ``type`` than the one it lands on replaces it too: a YOLO ``det`` written over a
+    Mask R-CNN ``det`` from a ``_base_`` file keeps none of the Mask R-CNN settings."""
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+        old = base.get(key)
+        retyped = isinstance(old, dict) and isinstance(value, Mapping) and "type" in value and "type" in old \
+            and value["type"] != old["type"]
+        if isinstance(value, Mapping) and isinstance(old, dict) and not retyped:
             deep_merge(base[key], value)
         else:
             base[key] = copy.deepcopy(value)

@@ -119,6 +119,19 @@ def test_model_heads_follow_the_config_and_null_drops_one(tmp_path):
         load_config(base, ["model.backbone.nmae=resnet50"])
 
 
+def test_a_head_of_another_type_replaces_the_base_section(tmp_path):
+    pytest.importorskip("hemo_mtl.models")
+    from hemo_mtl.models import HEAD_DEFAULTS
+
+    write(tmp_path / "m.yaml", "model: {heads: {cls: {type: classification}, "
+                               "det: {type: rcnn, anchor_sizes: [4, 8, 16, 32, 64], mask_layers: 2}}}\n")
+    cfg = load_config(write(tmp_path / "y.yaml", "_base_: m.yaml\nmodel: {heads: {det: {type: yolo, levels: [p2]}}}\n"))
+    assert cfg["model"]["heads"]["det"] == {**HEAD_DEFAULTS["yolo"], "levels": ["p2"]}  # no Mask R-CNN keys left
+    same = load_config(write(tmp_path / "r.yaml", "_base_: m.yaml\nmodel: {heads: {det: {type: rcnn, mask: false}}}\n"))
+    assert same["model"]["heads"]["det"]["anchor_sizes"] == [4, 8, 16, 32, 64]  # same type: still merges
+    assert same["model"]["heads"]["det"]["mask"] is False
+
+
 def test_saved_config_reloads_identically(tree, tmp_path):
     cfg = load_config(tree, ["train.lr=0.01"])
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
