@@ -56,7 +56,7 @@ def test_demo_checkpoint_measures_bleed_volumes_on_unseen_phantom_scans(tmp_path
         assert predicted_ml == pytest.approx(pred.sum() * voxel_ml, rel=1e-6), name  # summary agrees with its mask
         true_total, predicted_total = true_total + true_ml, predicted_total + predicted_ml
         if true_ml > 0:
-            errors[name] = round((predicted_ml - true_ml) / true_ml, 3)
+            errors[name] = round(float(predicted_ml - true_ml) / true_ml, 3)
         shutil.copy(out / name / "mask.nii.gz", pred_masks / gt_path.name)
 
     _run(REPO / "tools" / "evaluate.py", "--task", "seg", "--gt-masks", scans / "masks", "--pred-masks", pred_masks,
