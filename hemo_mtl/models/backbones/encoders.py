@@ -197,39 +197,29 @@ _TORCHVISION = {
 }
 
 
-def _register_torchvision(name: str) -> None:
+def build_torchvision_encoder(name: str, in_chans: int = 3, weights: str | None = None, **kwargs) -> Encoder:
+    """A torchvision classifier from ``_TORCHVISION`` split at strides 4/8/16/32."""
     split, classifier = _TORCHVISION[name]
+    model = _torchvision_model(name, weights, classifier, **kwargs)
+    adapt_first_conv(model, _check_in_chans(in_chans))
+    return Encoder(split(model), in_chans)
 
-    def build(in_chans: int = 3, weights: str | None = None, **kwargs) -> Encoder:
-        model = _torchvision_model(name, weights, classifier, **kwargs)
-        adapt_first_conv(model, _check_in_chans(in_chans))
-        return Encoder(split(model), in_chans)
 
-    build.__name__ = name
-    build.__doc__ = f"torchvision {name} split at strides 4/8/16/32."
-    BACKBONES.register(name, build)
+def _timm_weights(weights: str | None) -> dict:
+    """timm's arguments for a local weights file (``pretrained_cfg_overlay`` never goes online)."""
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {weights}")
+    return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))) if weights else {}
 
 
 def build_timm_encoder(name: str, in_chans: int = 3, weights: str | None = None, **kwargs) -> TimmEncoder:
     """Any timm model that supports ``features_only``; weights only from a local file."""
     import timm
 
-    if weights and not Path(weights).is_file():
-        raise FileNotFoundError(f"backbone weights file not found: {weights}")
-    extra = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))) if weights else {}
     model = timm.create_model(
-        name, features_only=True, in_chans=_check_in_chans(in_chans), **extra, **kwargs
+        name, features_only=True, in_chans=_check_in_chans(in_chans), **_timm_weights(weights), **kwargs
     )
     return TimmEncoder(model, name, in_chans)
-
-
-def _register_timm(name: str) -> None:
-    def build(in_chans: int = 3, weights: str | None = None, **kwargs) -> TimmEncoder:
-        return build_timm_encoder(name, in_chans, weights, **kwargs)
-
-    build.__name__ = name
-    build.__doc__ = f"timm {name} (features_only)."
-    BACKBONES.register(name, build)
 
 
 class ViTEncoder(nn.Module):
@@ -242,11 +232,9 @@ class ViTEncoder(nn.Module):
         super().__init__()
         import timm
 
-        if weights and not Path(weights).is_file():
-            raise FileNotFoundError(f"backbone weights file not found: {weights}")
-        extra = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))) if weights else {}
         kwargs.setdefault("dynamic_img_size", True)
-        self.model = timm.create_model(name, num_classes=0, in_chans=_check_in_chans(in_chans), **extra, **kwargs)
+        self.model = timm.create_model(name, num_classes=0, in_chans=_check_in_chans(in_chans),
+                                       **_timm_weights(weights), **kwargs)
         self.in_chans = in_chans
         self.patch = int(self.model.patch_embed.patch_size[0])
         if self.patch != 16:
@@ -262,12 +250,13 @@ class ViTEncoder(nn.Module):
         return [up(4), up(2), grid, nn.functional.max_pool2d(grid, 2, ceil_mode=True)]
 
 
-def _register_vit(name: str) -> None:
-    def build(in_chans: int = 3, weights: str | None = None, **kwargs) -> ViTEncoder:
-        return ViTEncoder(name, in_chans, weights, **kwargs)
+def _register(name: str, factory, doc: str) -> None:
+    """``BACKBONES[name]`` = ``factory(name, in_chans, weights, **kwargs)``."""
+    def build(in_chans: int = 3, weights: str | None = None, **kwargs) -> nn.Module:
+        return factory(name, in_chans, weights, **kwargs)
 
     build.__name__ = name
-    build.__doc__ = f"timm {name} as a stride 4/8/16/32 trunk."
+    build.__doc__ = doc
     BACKBONES.register(name, build)
 
 
@@ -277,11 +266,11 @@ TIMM_NAMES = ("mobilevit_s", "mobilevit_xs", "convnext_tiny", "swinv2_tiny_windo
 TIMM_PREFIX = "timm/"  # ``timm/<model>`` builds any other timm model with features_only
 
 for _name in _TORCHVISION:
-    _register_torchvision(_name)
+    _register(_name, build_torchvision_encoder, f"torchvision {_name} split at strides 4/8/16/32.")
 for _name in TIMM_NAMES:
-    _register_timm(_name)
+    _register(_name, build_timm_encoder, f"timm {_name} (features_only).")
 for _name in VIT_NAMES:
-    _register_vit(_name)
+    _register(_name, ViTEncoder, f"timm {_name} as a stride 4/8/16/32 trunk.")
 
 
 def build_encoder(name: str, in_chans: int = 3, weights: str | None = None, **kwargs) -> nn.Module:
