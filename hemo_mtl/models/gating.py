@@ -29,37 +29,20 @@ def empty_instances(image_size: Sequence[int], like: torch.Tensor) -> dict:
             "scores": like.new_zeros(0), "masks": like.new_zeros((0, *image_size))}
 
 
-def gate_outputs(outputs: dict, keep: torch.Tensor, heads: Sequence[str]) -> dict:
-    """``outputs`` with slices where ``keep`` is False given empty seg/det predictions."""
-    keep = keep.to(torch.bool)
-    out = dict(outputs)
-    if "seg" in heads and "seg_prob" in out:
-        seg = out["seg_prob"].clone()
-        off = ~keep.to(seg.device)
-        seg[off] = 0
-        seg[off, 0] = 1
-        out["seg_prob"] = seg
-    if "det" in heads and "instances" in out:
-        out["instances"] = [
-            inst if bool(k) else {key: v[:0] for key, v in inst.items()}
-            for inst, k in zip(out["instances"], keep.tolist())
-        ]
-    return out
-
-
-def scatter_outputs(part: Mapping, keep: torch.Tensor, image: torch.Tensor) -> dict:
-    """Eval outputs of gated heads computed on ``image[keep]`` -> outputs for the whole batch, the
-    gated-off slices holding empty predictions (the same ones ``gate_outputs`` writes)."""
-    n, size = len(keep), tuple(image.shape[-2:])
+def scatter_outputs(part: Mapping, keep: torch.Tensor, blank_instances: dict | None = None) -> dict:
+    """Eval outputs of gated heads computed on the slices where ``keep`` is True -> outputs for the whole
+    batch, the others holding the empty prediction: segmentation probability 1 for background, no
+    detections (an instance dict with the kept ones' keys, else ``blank_instances``)."""
+    n = len(keep)
     index = keep.nonzero().flatten().tolist()
     out: dict = {}
     for key, value in part.items():
         if key == "seg_prob":
             full = value.new_zeros((n, *value.shape[1:]))
             full[:, 0] = 1
-            full[keep] = value
+            full[keep.to(value.device)] = value
         elif key == "instances":
-            blank = {k: v[:0] for k, v in value[0].items()} if value else empty_instances(size, image)
+            blank = {k: v[:0] for k, v in value[0].items()} if value else blank_instances
             full = [blank] * n
             for i, inst in zip(index, value):
                 full[i] = inst
@@ -68,3 +51,18 @@ def scatter_outputs(part: Mapping, keep: torch.Tensor, image: torch.Tensor) -> d
                              f"(gate only heads whose outputs are {sorted(GATED_OUTPUTS)})")
         out[key] = full
     return out
+
+
+def gate_outputs(outputs: dict, keep: torch.Tensor, heads: Sequence[str]) -> dict:
+    """``outputs`` computed for every slice, with the slices where ``keep`` is False given the empty
+    predictions of the gated tasks ``heads`` (those ``scatter_outputs`` writes)."""
+    keep = keep.to(torch.bool)
+    part = {}
+    for key, task in GATED_OUTPUTS.items():
+        if task in heads and key in outputs:
+            value = outputs[key]
+            part[key] = (value[keep.to(value.device)] if torch.is_tensor(value)
+                         else [v for v, k in zip(value, keep.tolist()) if k])
+    instances = outputs.get("instances")
+    blank = {k: v[:0] for k, v in instances[0].items()} if instances else None
+    return {**outputs, **scatter_outputs(part, keep, blank)}

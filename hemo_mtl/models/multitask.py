@@ -18,7 +18,7 @@ from hemo_mtl.registry import HEADS
 
 from .backbones import build_backbone
 from .defaults import resolve_model_cfg
-from .gating import scatter_outputs, select_features
+from .gating import empty_instances, scatter_outputs, select_features
 from .losses import CONSISTENCY_KEY, build_balancer, consistency_loss
 
 
@@ -80,7 +80,8 @@ class MultiTaskModel(nn.Module):
             part: dict = {}
             for key in gated:
                 part.update(self.heads[key](select_features(feats, index), {"image": batch["image"][index]}))
-            out.update(scatter_outputs(part, keep, batch["image"]))
+            image = batch["image"]
+            out.update(scatter_outputs(part, keep, empty_instances(image.shape[-2:], image)))
             out["gate_passed"] = keep
         if not self.training:
             return out

@@ -17,6 +17,7 @@ the config's, randomly initialised (speed does not depend on training).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -62,13 +63,10 @@ def predict_slice_by_slice(predictor: Predictor, scan) -> ScanPrediction:
     if predictor.context_slices or scan.kind != "hu":
         raise ValueError("the per-slice loop benchmark takes a 2D checkpoint and a HU volume")
     options = predictor.options
-    single = dataclasses.replace(options, batch_size=1, closing=0, opening=0, min_voxels=0)
-    predictor.options = single
-    try:
-        parts = [predictor.predict(dataclasses.replace(scan, slices=scan.slices[:, :, k:k + 1]))
-                 for k in range(scan.num_slices)]
-    finally:
-        predictor.options = options
+    single = copy.copy(predictor)  # same model, its own options
+    single.options = dataclasses.replace(options, batch_size=1, closing=0, opening=0, min_voxels=0)
+    parts = [single.predict(dataclasses.replace(scan, slices=scan.slices[:, :, k:k + 1]))
+             for k in range(scan.num_slices)]
     t0 = time.perf_counter()
     mask = clean_mask(np.concatenate([p.mask for p in parts], axis=2), options.closing, options.opening,
                       options.min_voxels)
