@@ -42,14 +42,25 @@ def test_single_process_sampler_is_a_seeded_permutation():
         PatientGroupedSampler(["a", "a", "b"], rank=0, world_size=3)
 
 
+def _torchrun(args, env) -> None:
+    """2-rank torchrun of WORKER; one at a time across pytest-xdist workers (two concurrent standalone
+    launches on the same host have aborted a rank now and then)."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "hemo_mtl_torchrun.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(WORKER), *map(str, args)], check=True, env=env, timeout=300,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def test_torchrun_gloo_matches_single_process(tmp_path):
     """Full-batch toy training: 2 ranks x 12 slices == 1 process x 24 slices (gradients are averaged)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     single, ddp = tmp_path / "single.pth", tmp_path / "ddp.pth"
     subprocess.run([sys.executable, str(WORKER), str(single), "24"], check=True, env=env, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(WORKER), str(ddp), "12"], check=True, env=env, timeout=300,
-                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _torchrun([ddp, 12], env)
     a, b = torch.load(single, weights_only=True), torch.load(ddp, weights_only=True)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
@@ -62,9 +73,7 @@ def test_torchrun_resume_is_exact_with_per_rank_random_streams(tmp_path):
     outs = {}
     for mode in ("straight", "resume"):
         outs[mode] = tmp_path / f"{mode}.pth"
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(WORKER), str(outs[mode]), "6", mode], check=True, env=env, timeout=300,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _torchrun([outs[mode], 6, mode], env)
     a, b = torch.load(outs["straight"], weights_only=True), torch.load(outs["resume"], weights_only=True)
     for k in a:
         assert torch.equal(a[k], b[k]), k
