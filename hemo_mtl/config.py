@@ -33,6 +33,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "freeze": [],  # parameter-name prefixes, e.g. "backbone"
     "labels": None,  # "cls" | "boxes" | "mask": train only on slices that have this label
     "neg_fraction": None,  # keep this share of negative (any == 0) slices per epoch; None = all
+    "repeat_threshold": None,  # repeat slices of subtypes rarer than this slice frequency (LVIS RFS); None = off
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -61,11 +62,16 @@ DEFAULTS: dict[str, Any] = {
     "schedule": {
         "name": "joint",  # joint | curriculum | cascade
         "stages": [],
+        "joint": {  # the joint schedule's one stage trains on all slices unless these thin or repeat them
+            "neg_fraction": None,  # share of negative slices per epoch (None = all)
+            "repeat_threshold": None,  # repeat-factor sampling of rare subtypes (see STAGE_DEFAULTS)
+        },
         "cascade": {
             "gate": ["seg", "det"],  # heads the classifier gates at evaluation
             "target_sensitivity": 0.95,  # slice-level `any` sensitivity the threshold keeps on val
             "threshold": None,  # fixed gate threshold; None = choose on the validation split
             "neg_fraction": 0.25,  # share of negative slices det/seg see per epoch (default stages)
+            "repeat_threshold": None,  # default stages: repeat-factor sampling for det/seg (see STAGE_DEFAULTS)
             "cls_epochs": None,  # default stages: classifier epochs (None = a third of train.epochs)
         },
     },

@@ -169,7 +169,7 @@ def main(args: argparse.Namespace) -> dict:
             raise ConfigError("--eval-only needs --weights PATH")
         state = load_checkpoint(args.weights, map_location=device)
         model.load_state_dict(state["model"])
-        eval_model, threshold = model, (state.get("cascade") or {}).get("threshold")
+        eval_model, threshold = model, _checkpoint_gate_threshold(state.get("cascade") or {}, schedule.gate)
     else:
         if args.resume:
             path = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
@@ -193,7 +193,8 @@ def main(args: argparse.Namespace) -> dict:
         if "fold" in splits:
             final["fold"] = int(splits["fold"])
         final.update(trainer.extra_state.get("selection") or {})
-        gate = None if result.threshold is None else {"threshold": result.threshold, "heads": schedule.gate["heads"]}
+        gate = None if result.threshold is None else {"threshold": result.threshold, "heads": schedule.gate["heads"],
+                                                      "target_sensitivity": schedule.gate["target_sensitivity"]}
         if not args.eval_only:
             save_checkpoint(out / "model_final.pth", {"model": eval_model.state_dict(), "config": cfg,
                                                       "cascade": gate or {}})
@@ -206,6 +207,18 @@ def main(args: argparse.Namespace) -> dict:
         print(summary_line(final, train_seconds), flush=True)
     barrier()
     return final
+
+
+def _checkpoint_gate_threshold(saved: dict, gate_cfg: dict | None) -> float | None:
+    """The gate threshold --eval-only uses: the config's fixed one, else the checkpoint's when it was
+    chosen for the configured target sensitivity; None (choose again on validation) otherwise."""
+    if gate_cfg is None:
+        return None
+    if gate_cfg.get("threshold") is not None:
+        return float(gate_cfg["threshold"])
+    if saved.get("target_sensitivity") not in (None, gate_cfg["target_sensitivity"]):
+        return None
+    return saved.get("threshold")
 
 
 def _write_test_logs(out: Path, metrics: dict, panels, step: int) -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..categories import LABELS
+from ..categories import LABELS, SUBTYPES
 from .instances import mask_to_instances
 from .io import VolumeCache, read_slice
 from .manifest import parse_spacing, read_manifest
@@ -116,7 +116,7 @@ class HemorrhageDataset(Dataset):
 
     @property
     def has_table(self) -> pd.DataFrame:
-        return self.frame[["has_cls", "has_mask", "has_boxes", "any"]]
+        return self.frame[["has_cls", "has_mask", "has_boxes", "any", *SUBTYPES]]
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the HU jitter per epoch so augmentation is reproducible and differs across epochs."""
@@ -237,6 +237,7 @@ def collate_samples(samples: list[dict]) -> dict:
                 for k in ("cls", "mask", "boxes", "location")},
         "targets": [{"boxes": s["boxes"], "labels": s["labels"], "masks": s["masks"]} for s in samples],
         "meta": [s["meta"] for s in samples],
+        "weight": torch.tensor([float(s.get("weight", 1.0)) for s in samples]),
     }
 
 

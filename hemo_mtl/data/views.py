@@ -37,12 +37,16 @@ def crop_sample(sample: dict, top: int, left: int, size: int) -> dict:
 
 
 class DatasetView(Dataset):
-    """Items ``base[index[i]]``, optionally cropped to ``windows[i]`` = (top, left) of ``size`` pixels."""
+    """Items ``base[index[i]]``, optionally cropped to ``windows[i]`` = (top, left) of ``size`` pixels
+    and carrying ``weight[i]`` (the sample's importance weight, see ``Schedule.select_indices``)."""
 
     def __init__(self, base, index: Sequence[int], windows: Sequence[tuple[int, int]] | None = None,
-                 size: int | None = None):
+                 size: int | None = None, weight: Sequence[float] | None = None):
         self.base = base
         self.index = np.asarray(index, dtype=np.int64)
+        self.weight = None if weight is None else np.asarray(weight, dtype=np.float64)
+        if self.weight is not None and len(self.weight) != len(self.index):
+            raise ValueError("DatasetView: weight needs one value per index")
         self.windows = None if windows is None else [tuple(map(int, w)) for w in windows]
         if self.windows is not None and (len(self.windows) != len(self.index) or not size):
             raise ValueError("DatasetView: windows need one (top, left) per index and a window size")
@@ -70,6 +74,8 @@ class DatasetView(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample = self.base[int(self.index[i])]
+        if self.weight is not None:
+            sample = dict(sample, weight=float(sample.get("weight", 1.0)) * float(self.weight[i]))
         if self.windows is None:
             return sample
         top, left = self.windows[i]

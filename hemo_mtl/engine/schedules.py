@@ -5,11 +5,15 @@ applies that stage: active heads (``model.set_active_heads``), loss multipliers,
 prefixes, and the training slices (those that have the stage's label depth, positives plus a seeded
 share of negatives). Registered in ``hemo_mtl.registry.SCHEDULES``:
 
-- ``joint``: one stage, every head every step, the configured loss balancing.
+- ``joint``: one stage, every head every step, the configured loss balancing (``schedule.joint`` may
+  thin the negative slices or repeat rare subtypes, as a stage does).
 - ``curriculum``: the configured stages (default: slice labels -> boxes -> masks, by label depth).
 - ``cascade``: the classifier first, then det/seg on positives plus ``neg_fraction`` of the negative
   slices; at evaluation the classifier's ``any`` probability gates det/seg with a threshold chosen on
   the validation split for a target sensitivity, and gated-off slices get empty predictions.
+
+A stage's ``repeat_threshold`` repeats the slices of rare subtypes within its selection (repeat-factor
+sampling, ``hemo_mtl.data.sampling.repeat_factors``), redrawn each epoch.
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..categories import SUBTYPES
 from ..config import ConfigError
+from ..data.sampling import repeat_counts, repeat_factors
 from ..registry import SCHEDULES
 
 HEAD_NAMES = ("cls", "seg", "det")
@@ -51,6 +57,7 @@ class Stage:
     freeze: tuple[str, ...] = ()
     labels: str | None = None
     neg_fraction: float | None = None
+    repeat_threshold: float | None = None
 
     def loss_weight(self, loss_name: str) -> float:
         """Multiplier of a raw loss: by its full name first, then by its task; 1 when not named."""
@@ -88,25 +95,43 @@ class Schedule:
         """Heads that have trained in stages 0..index: the ones worth evaluating."""
         return set().union(*(s.heads for s in self.stages[: index + 1]))
 
-    def select_indices(self, stage: Stage, has_table: pd.DataFrame, epoch: int, seed: int) -> np.ndarray:
-        """Dataset indices a stage trains on this epoch; raises when none are left."""
+    def select_indices(self, stage: Stage, has_table: pd.DataFrame, epoch: int,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Dataset indices a stage trains on this epoch, and each one's importance weight.
+
+        The weight undoes the selection's skew (1 / the share of negatives kept, 1 / a slice's repeat
+        factor), so the classifier's loss, which uses it, still learns the data's share of bleeds while
+        seg/det train on the enriched selection. Raises when no slice is left."""
         keep = np.ones(len(has_table), dtype=bool)
         if stage.labels is not None:
             keep &= has_table[LABEL_DEPTHS[stage.labels]].fillna(False).astype(bool).to_numpy()
         idx = np.flatnonzero(keep)
+        weight = np.ones(len(idx))
         if stage.neg_fraction is not None and stage.neg_fraction < 1:
             positive = (pd.to_numeric(has_table["any"], errors="coerce").fillna(0).to_numpy() > 0)[idx]
             neg = idx[~positive]
             rng = np.random.default_rng([seed, epoch, 7919])
             n_neg = int(round(stage.neg_fraction * len(neg)))
             sampled = rng.choice(neg, size=n_neg, replace=False) if n_neg else neg[:0]
-            idx = np.sort(np.concatenate([idx[positive], sampled]))
+            idx = np.concatenate([idx[positive], sampled])
+            weight = np.concatenate([np.ones(int(positive.sum())), np.full(n_neg, len(neg) / max(n_neg, 1))])
+            order = np.argsort(idx, kind="stable")
+            idx, weight = idx[order], weight[order]
+        if stage.repeat_threshold and len(idx):
+            missing = [c for c in SUBTYPES if c not in has_table.columns]
+            if missing:
+                raise ConfigError(f"schedule stage {stage.name!r}: repeat_threshold needs the subtype columns "
+                                  f"{missing} in the training set's has_table")
+            presence = has_table[list(SUBTYPES)].apply(pd.to_numeric, errors="coerce").to_numpy()[idx]
+            factors = repeat_factors(presence, stage.repeat_threshold)
+            counts = repeat_counts(factors, np.random.default_rng([seed, epoch, 104729]))
+            idx, weight = np.repeat(idx, counts), np.repeat(weight / factors, counts)
         if len(idx) == 0:
             raise ConfigError(
                 f"schedule stage {stage.name!r}: no training slices left "
                 f"(labels={stage.labels!r}, neg_fraction={stage.neg_fraction!r})"
             )
-        return idx
+        return idx, weight
 
 
 def build_schedule(schedule_cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
@@ -132,6 +157,9 @@ def _stage(spec: Mapping, index: int, model_heads: Sequence[str]) -> Stage:
     neg = spec.get("neg_fraction")
     if neg is not None and not 0 <= float(neg) <= 1:
         raise ConfigError(f"schedule.stages[{index}].neg_fraction must be in [0, 1], got {neg}")
+    repeat = spec.get("repeat_threshold")
+    if repeat is not None and not 0 < float(repeat) <= 1:
+        raise ConfigError(f"schedule.stages[{index}].repeat_threshold must be in (0, 1], got {repeat}")
     return Stage(
         name=str(spec.get("name") or f"stage{index}"),
         epochs=epochs,
@@ -140,6 +168,7 @@ def _stage(spec: Mapping, index: int, model_heads: Sequence[str]) -> Stage:
         freeze=tuple(spec.get("freeze") or ()),
         labels=labels,
         neg_fraction=None if neg is None else float(neg),
+        repeat_threshold=None if repeat is None else float(repeat),
     )
 
 
@@ -156,7 +185,8 @@ def _split_epochs(epochs: int, parts: int) -> list[int]:
 def joint(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
     if cfg.get("stages"):
         raise ConfigError("schedule.stages is for curriculum and cascade; joint trains every head every epoch")
-    return Schedule("joint", [Stage("joint", int(epochs), frozenset(model_heads))])
+    spec = {"name": "joint", "epochs": int(epochs), **dict(cfg.get("joint") or {})}
+    return Schedule("joint", [_stage(spec, 0, model_heads)])
 
 
 @SCHEDULES.register("curriculum")
@@ -187,7 +217,7 @@ def cascade(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
             {"name": "classifier", "epochs": cls_epochs, "heads": ["cls"], "labels": "cls"},
             {"name": "localizers", "epochs": int(epochs) - cls_epochs, "heads": ["cls", *gate_heads],
              "labels": "boxes" if "det" in gate_heads else "mask",
-             "neg_fraction": ccfg.get("neg_fraction", 0.25)},
+             "neg_fraction": ccfg.get("neg_fraction", 0.25), "repeat_threshold": ccfg.get("repeat_threshold")},
         ]
     target = float(ccfg.get("target_sensitivity", 0.95))
     if not 0 < target <= 1:

@@ -23,8 +23,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
+from ..data.views import DatasetView
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .distributed import DistInfo, PatientGroupedSampler, all_gather_object, any_rank, get_dist_info
 from .events import EventStorage
@@ -229,12 +230,12 @@ class Trainer:
         """This epoch's loader over the stage's slices, seeded by (seed, epoch, rank)."""
         stage = self.stage
         dataset, pids = self.train_set, list(getattr(self.train_set, "patient_ids", range(len(self.train_set))))
-        if stage.labels is not None or stage.neg_fraction is not None:
+        if stage.labels is not None or stage.neg_fraction is not None or stage.repeat_threshold:
             table = getattr(self.train_set, "has_table", None)
             if table is None:
                 raise ValueError(f"stage {stage.name!r} filters slices but the dataset has no has_table")
-            idx = self.schedule.select_indices(stage, table, epoch, self.seed)
-            dataset, pids = Subset(self.train_set, idx.tolist()), [pids[i] for i in idx]
+            idx, weight = self.schedule.select_indices(stage, table, epoch, self.seed)
+            dataset, pids = DatasetView(self.train_set, idx, weight=weight), [pids[i] for i in idx]
         if hasattr(self.train_set, "set_epoch"):  # per-epoch augmentation seeds
             self.train_set.set_epoch(epoch)
         sampler = PatientGroupedSampler(pids, shuffle=True, seed=self.seed, rank=self.dist.rank,
@@ -260,13 +261,13 @@ class Trainer:
             for self.epoch in range(self.start_epoch, end):
                 self._enter_stage(self.schedule.stage_index(self.epoch))
                 self.train_loader = self.build_train_loader(self.epoch)
+                self.epoch_iters = n_iters = len(self.train_loader)  # before the hooks: the progress bar's total
+                if n_iters == 0:
+                    raise ValueError(f"epoch {self.epoch}: the training loader is empty")
                 self._train_mode()
                 for h in self.hooks:
                     h.before_epoch()
                 sums: dict[str, float] = {}
-                self.epoch_iters = n_iters = len(self.train_loader)
-                if n_iters == 0:
-                    raise ValueError(f"epoch {self.epoch}: the training loader is empty")
                 t_data = time.perf_counter()
                 for self.inner_iter, batch in enumerate(self.train_loader):
                     self.storage.iter = self.iter

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from hemo_mtl.data.dataset import collate_samples
 from hemo_mtl.data.patches import positive_windows, undersample, window_grid, window_starts
 from hemo_mtl.data.views import DatasetView, crop_sample
 
@@ -55,7 +56,8 @@ def _sample(h=6, w=6):
     mask[4:6, 4:6] = 3
     return {"image": torch.arange(h * w, dtype=torch.float32).reshape(1, h, w), "mask": mask,
             "has": {"cls": True, "mask": True, "boxes": True}, "meta": {"patient_id": "p"},
-            "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, h, w)}
+            "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, h, w),
+            "cls": torch.zeros(6), "cls_valid": torch.ones(6)}
 
 
 def test_crop_sample_crops_pads_and_rederives_boxes():
@@ -81,3 +83,9 @@ def test_dataset_view_forwards_patient_ids_and_windows():
     view = DatasetView(Base(), [1, 1, 0], windows=[(0, 0), (2, 2), (0, 2)], size=4)
     assert len(view) == 3 and view.patient_ids == ["b", "b", "a"]
     assert view[1]["image"].shape == (1, 4, 4)
+    # importance weights ride along per item and collate into batch["weight"] (1 where none is given)
+    weighted = DatasetView(Base(), [1, 0], weight=[0.5, 2.0])
+    batch = collate_samples([weighted[0], weighted[1], _sample()])
+    assert batch["weight"].tolist() == [0.5, 2.0, 1.0]
+    with pytest.raises(ValueError, match="one value per index"):
+        DatasetView(Base(), [1, 0], weight=[1.0])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_curve
@@ -22,8 +23,9 @@ class Recorder(HookBase):
 
     def before_epoch(self):
         t = self.trainer
+        assert t.epoch_iters == len(t.train_loader)  # this epoch's length (the progress bar's total)
         ds = t.train_loader.dataset
-        idx = ds.indices if hasattr(ds, "indices") else list(range(len(ds)))
+        idx = ds.index if hasattr(ds, "index") else list(range(len(ds)))
         self.epochs.append({
             "stage": t.stage.name, "heads": set(unwrap_heads(t.model)), "groups": len(t.optimizer.param_groups),
             "indices": list(idx), "cls_weight": t.model.heads["cls"].weight.detach().clone(),
@@ -75,11 +77,15 @@ def test_neg_fraction_keeps_all_positives_and_a_seeded_share_of_negatives():
     assert stage.heads == {"cls", "seg"} and stage.labels == "mask" and stage.neg_fraction == 0.25
     table = data.has_table
     pos, neg = np.flatnonzero(table["any"] > 0), np.flatnonzero(table["any"] == 0)
-    a = sched.select_indices(stage, table, epoch=3, seed=1)
+    a, w = sched.select_indices(stage, table, epoch=3, seed=1)
     assert set(pos) <= set(a)
     assert len(set(a) & set(neg)) == round(0.25 * len(neg))
-    assert np.array_equal(a, sched.select_indices(stage, table, epoch=3, seed=1))
-    assert not np.array_equal(a, sched.select_indices(stage, table, epoch=4, seed=1))
+    # importance weights: positives 1, each kept negative stands for len(neg) / kept of them
+    is_neg = np.isin(a, neg)
+    assert np.all(w[~is_neg] == 1.0) and w[is_neg] == pytest.approx(len(neg) / round(0.25 * len(neg)))
+    assert w[is_neg].sum() == pytest.approx(len(neg))
+    assert np.array_equal(a, sched.select_indices(stage, table, epoch=3, seed=1)[0])
+    assert not np.array_equal(a, sched.select_indices(stage, table, epoch=4, seed=1)[0])
 
 
 def test_default_stages_and_bad_stage_configs():
@@ -161,3 +167,48 @@ def test_task_of_loss_names_each_head():
 
     assert [task_of_loss(k) for k in ("loss_cls", "loss_seg", "loss_location", "loss_box_reg", "loss_consistency")] \
         == ["cls", "seg", "location", "det", "aux"]
+
+
+def test_repeat_threshold_repeats_rare_subtype_slices_within_the_stage_selection():
+    # 40 slices: 2 SAH, 10 SDH, 28 negatives; the stage keeps positives + half of the negatives
+    n = 40
+    table = pd.DataFrame({"has_cls": True, "has_mask": True, "has_boxes": True, "any": 0,
+                          **{c: 0 for c in ("EDH", "SDH", "SAH", "IPH", "IVH")}}, index=range(n))
+    table.loc[0:1, ["any", "SAH"]] = 1
+    table.loc[2:11, ["any", "SDH"]] = 1
+    sched = build_schedule({"name": "cascade", "stages": [
+        {"name": "cls", "heads": ["cls"]},
+        {"name": "loc", "heads": ["cls", "seg"], "neg_fraction": 0.5, "repeat_threshold": 0.2}]}, 2, ["cls", "seg"])
+    stage = sched.stages[1]
+    idx, weight = sched.select_indices(stage, table, epoch=1, seed=0)
+    counts = np.bincount(idx, minlength=n)
+    # selection: 12 positives + 14 negatives = 26 slices; f(SAH) = 2/26 -> r = sqrt(0.2 * 13) = 1.61,
+    # f(SDH) = 10/26 > 0.2 -> r = 1: SDH and negatives once, SAH once or twice
+    assert counts[2:12].tolist() == [1] * 10
+    assert set(counts[12:]) <= {0, 1} and (counts[12:] == 1).sum() == 14
+    assert set(counts[:2]) <= {1, 2}
+    # weights: SDH 1, kept negatives 28 / 14 = 2, every SAH copy 1 / r
+    r = np.sqrt(0.2 * 13)
+    assert np.all(weight[np.isin(idx, range(2, 12))] == 1.0)
+    assert weight[idx >= 12] == pytest.approx(2.0) and weight[idx < 2] == pytest.approx(1 / r)
+    many = np.stack([np.bincount(sched.select_indices(stage, table, epoch=e, seed=0)[0], minlength=n)[:2]
+                     for e in range(400)])
+    assert many.mean() == pytest.approx(r, abs=0.05)  # so an SAH slice's weights sum to 1 on average
+    assert np.array_equal(idx, sched.select_indices(stage, table, epoch=1, seed=0)[0])
+    with pytest.raises(ValueError, match=r"repeat_threshold needs the subtype columns \['EDH'"):
+        sched.select_indices(stage, table[["has_cls", "has_mask", "has_boxes", "any"]], epoch=1, seed=0)
+    with pytest.raises(ValueError, match=r"repeat_threshold must be in \(0, 1\]"):
+        build_schedule({"name": "curriculum", "stages": [{"repeat_threshold": 2}]}, 2, ["cls"])
+
+
+def test_joint_and_default_cascade_stages_take_slice_selection_options():
+    sched = build_schedule({"name": "joint", "joint": {"neg_fraction": 0.4, "repeat_threshold": 0.1}}, 3,
+                           ["cls", "seg", "det"])
+    (stage,) = sched.stages
+    assert stage.heads == {"cls", "seg", "det"} and stage.epochs == 3
+    assert stage.neg_fraction == 0.4 and stage.repeat_threshold == 0.1
+    (plain,) = build_schedule({"name": "joint"}, 3, ["cls"]).stages
+    assert plain.neg_fraction is None and plain.repeat_threshold is None and plain.labels is None
+    cls_stage, loc = build_schedule({"name": "cascade", "cascade": {"cls_epochs": 1, "repeat_threshold": 0.2}}, 3,
+                                    ["cls", "seg"]).stages
+    assert cls_stage.repeat_threshold is None and loc.repeat_threshold == 0.2 and loc.heads == {"cls", "seg"}

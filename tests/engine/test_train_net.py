@@ -44,6 +44,16 @@ def test_train_resume_and_eval_only(tmp_path, schedule):
                                        "--weights", str(out / "model_final.pth")]))
     for k in ("cls/any/auc", "seg/any/dice"):
         assert again[k] == pytest.approx(final[k], nan_ok=True)
+    if schedule == "cascade":  # the config's gate wins over the checkpoint's: a fixed threshold, a new target
+        def eval_only(*extra):
+            return tool.main(tool.parse_args(["--config", str(REPO / "configs" / "demo.yaml"), *opts, *extra,
+                                              "--eval-only", "--weights", str(out / "model_final.pth")]))
+        assert again["cascade/gate/threshold"] == pytest.approx(final["cascade/gate/threshold"])
+        fixed = eval_only("schedule.cascade.threshold=0.0")
+        assert fixed["cascade/gate/threshold"] == 0.0 and fixed["cascade/gate/skipped_fraction"] == 0.0
+        strict = eval_only("schedule.cascade.target_sensitivity=1.0")
+        assert strict["cascade/gate/threshold"] <= final["cascade/gate/threshold"]
+        assert strict["cascade/gate/sensitivity"] >= final["cascade/gate/sensitivity"]
     # --resume after the last epoch trains nothing more and keeps the iteration count
     resumed = tool.main(tool.parse_args(["--config", str(REPO / "configs" / "demo.yaml"), *opts, "--resume"]))
     assert resumed["cls/any/auc"] == pytest.approx(final["cls/any/auc"], nan_ok=True)

@@ -83,6 +83,8 @@ class ClassificationHead(nn.Module):
         if self.label_smoothing:
             target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         valid = batch["cls_valid"].to(logits.dtype) * batch["has"]["cls"].to(logits.dtype)[:, None]
+        if "weight" in batch:  # importance weights of a stage's thinned/repeated slice selection
+            valid = valid * batch["weight"].to(logits.device, logits.dtype)[:, None]
         return {"loss_cls": masked_bce_with_logits(logits, target, valid, self.pos_weight)}
 
     def forward(self, feats, batch: dict) -> dict[str, torch.Tensor]:

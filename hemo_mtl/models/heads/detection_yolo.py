@@ -45,10 +45,11 @@ def import_ultralytics():
 class _LossHost:
     """What ``v8SegmentationLoss`` reads from a model, without registering the head twice."""
 
-    def __init__(self, head: nn.Module, args: SimpleNamespace):
+    def __init__(self, head: nn.Module, args: SimpleNamespace, class_weights: torch.Tensor | None = None):
         self.args = args
         self.model = [head]
         self._head = head
+        self.class_weights = class_weights  # ultralytics scales its per-class BCE by these (its cls_pw)
 
     def parameters(self):
         return self._head.parameters()
@@ -71,11 +72,12 @@ class YoloSegmentHead(nn.Module):
         "conf_thresh": 0.05,
         "iou_thresh": 0.5,
         "max_det": 50,
+        "class_weight": None,  # classification-loss weight per subtype (EDH..IVH), or None
     }
 
     def __init__(self, backbone, levels=("p3", "p4", "p5"), num_masks=32, num_protos=64, reg_max=16,
                  box_gain=7.5, cls_gain=0.5, dfl_gain=1.5, conf_thresh=0.05, iou_thresh=0.5, max_det=50,
-                 type: str = "yolo"):
+                 class_weight=None, type: str = "yolo"):
         super().__init__()
         self._ul = import_ultralytics()
         unknown = [lv for lv in levels if lv not in backbone.strides or lv == "pool"]
@@ -87,13 +89,20 @@ class YoloSegmentHead(nn.Module):
                                      ch=(c,) * len(self.levels))
         self.head.stride = torch.tensor([float(backbone.strides[lv]) for lv in self.levels])
         self.head.bias_init()  # needs the stride; must precede the loss, which copies it
+        if class_weight is not None and (len(class_weight) != len(SUBTYPES) or min(class_weight) <= 0):
+            raise ValueError(f"heads.det.class_weight needs {len(SUBTYPES)} positive values "
+                             f"({', '.join(SUBTYPES)}), got {list(class_weight)}")
+        self.class_weight = None if class_weight is None else torch.tensor(class_weight, dtype=torch.float32)
         self.hyp = SimpleNamespace(box=box_gain, cls=cls_gain, dfl=dfl_gain, overlap_mask=False)
         self.conf_thresh, self.iou_thresh, self.max_det = conf_thresh, iou_thresh, max_det
         self._criterion = None
 
     def criterion(self, device: torch.device):
         if self._criterion is None or self._criterion.device != device:
-            self._criterion = self._ul.v8SegmentationLoss(_LossHost(self.head, self.hyp))
+            self._criterion = self._ul.v8SegmentationLoss(_LossHost(self.head, self.hyp, self.class_weight))
+            if self.class_weight is not None and getattr(self._criterion, "class_weights", None) is None:
+                raise RuntimeError("heads.det.class_weight needs an ultralytics whose loss reads class_weights "
+                                   "(8.4 does); upgrade ultralytics or drop the option")
         return self._criterion
 
     @staticmethod

@@ -55,11 +55,19 @@ class SemanticSegHead(nn.Module):
     task = "seg"
 
     def _init_loss(self, mode: str, ce_weight: float, dice_weight: float, dice_include_background: bool,
-                   any_dice_weight: float) -> None:
+                   any_dice_weight: float, class_weight=None) -> None:
         if mode not in ("multiclass", "binary"):
             raise ValueError(f"heads.seg.mode must be 'multiclass' or 'binary', got {mode!r}")
         self.mode = mode
         self.num_classes = 1 + (len(SUBTYPES) if mode == "multiclass" else 1)
+        if class_weight is not None:  # CE weight per class: lifts thin, rare subtypes (SAH) that argmax drowns
+            if len(class_weight) != self.num_classes or min(class_weight) <= 0:
+                names = ["background", *SUBTYPES] if mode == "multiclass" else ["background", "bleed"]
+                raise ValueError(f"heads.seg.class_weight needs {self.num_classes} positive values "
+                                 f"({', '.join(names)}), got {list(class_weight)}")
+            self.register_buffer("class_weight", torch.as_tensor(class_weight, dtype=torch.float32), persistent=False)
+        else:
+            self.class_weight = None
         self.ce_weight, self.dice_weight = float(ce_weight), float(dice_weight)
         self.dice_include_background = bool(dice_include_background)
         self.any_dice_weight = float(any_dice_weight) if self.mode == "multiclass" else 0.0
@@ -76,7 +84,7 @@ class SemanticSegHead(nn.Module):
         if not bool(keep.any()):
             return {"loss_seg": zero_loss(logits)}
         logits, target = logits[keep], self.target(batch["mask"].to(logits.device)[keep])
-        total = self.ce_weight * F.cross_entropy(logits, target)
+        total = self.ce_weight * F.cross_entropy(logits, target, weight=self.class_weight)
         prob = logits.softmax(dim=1)
         if self.dice_weight:
             total = total + self.dice_weight * soft_dice_loss(prob, target, include_background=self.dice_include_background)
@@ -107,13 +115,15 @@ class SegmentationHead(SemanticSegHead):
         "dice_weight": 1.0,
         "dice_include_background": False,
         "any_dice_weight": 1.0,  # multiclass: extra Dice on "any bleed" = 1 - P(background)
+        "class_weight": None,  # CE weight per class (background first), or None
     }
 
     def __init__(self, backbone, mode: str = "multiclass", channels: int = 64, refine: bool = True,
                  refine_channels: int = 16, ce_weight: float = 1.0, dice_weight: float = 1.0,
-                 dice_include_background: bool = False, any_dice_weight: float = 1.0, type: str = "segmentation"):
+                 dice_include_background: bool = False, any_dice_weight: float = 1.0, class_weight=None,
+                 type: str = "segmentation"):
         super().__init__()
-        self._init_loss(mode, ce_weight, dice_weight, dice_include_background, any_dice_weight)
+        self._init_loss(mode, ce_weight, dice_weight, dice_include_background, any_dice_weight, class_weight)
         self.levels = [k for k in backbone.strides if k != "pool"]
         base = backbone.strides[self.levels[0]]
         self.branches = nn.ModuleDict({

@@ -70,3 +70,18 @@ def test_bad_options_raise():
         ClassificationHead(backbone, pos_weight=[1.0, 2.0])
     with pytest.raises(ValueError, match="features"):
         ClassificationHead(backbone, features="middle")
+
+
+def test_importance_weights_make_a_weighted_mean_over_known_labels(feats):
+    # a stage that kept half of the negatives gives each kept one weight 2, a repeated slice 1 / r
+    backbone, f = feats
+    head = ClassificationHead(backbone)
+    logits = head.logits(f).detach()
+    batch = dict(BATCH, weight=torch.tensor([0.5, 1.0, 2.0]))
+    terms = F.binary_cross_entropy_with_logits(logits, BATCH["cls"], reduction="none")
+    known = [(0, j) for j in range(6)] + [(1, 0)] + [(2, j) for j in range(6)]
+    w = [0.5, 1.0, 2.0]
+    expected = sum(w[i] * terms[i, j] for i, j in known) / sum(w[i] for i, _ in known)
+    assert torch.allclose(head.loss(logits, batch)["loss_cls"], expected)
+    assert torch.allclose(head.loss(logits, dict(BATCH, weight=torch.ones(3)))["loss_cls"],
+                          head.loss(logits, BATCH)["loss_cls"])

@@ -68,3 +68,16 @@ def test_missing_extra_is_named(monkeypatch):
     backbone = build_backbone({"name": "resnet18", "in_chans": 1, "fpn_channels": 16})
     with pytest.raises(ImportError, match=r"hemo-mtl\[yolo\]"):
         YoloSegmentHead(backbone)
+
+
+def test_class_weight_reaches_the_ultralytics_classification_loss(parts, batch_fn, mask_fn):
+    backbone, head = parts
+    batch = batch_fn([mask_fn(64, 0), mask_fn(64, 2)], [True] * 2, [True] * 2, [True] * 2)
+    feats = backbone(batch["image"])
+    plain = head(feats, batch)["loss_yolo_cls"].item()
+    weighted = YoloSegmentHead(backbone, num_protos=16, class_weight=[3.0] * 5)
+    weighted.load_state_dict(head.state_dict())
+    # ultralytics multiplies its per-class BCE by the weights: a uniform 3 triples the class loss
+    assert weighted(feats, batch)["loss_yolo_cls"].item() == pytest.approx(3 * plain, rel=1e-4)
+    with pytest.raises(ValueError, match=r"class_weight needs 5 positive values \(EDH, SDH"):
+        YoloSegmentHead(backbone, num_protos=16, class_weight=[1.0, 1.0])

@@ -73,3 +73,23 @@ def test_no_mask_in_batch_gives_exact_zero_with_zero_grad(trunk):
     assert loss.item() == 0.0
     loss.backward(retain_graph=True)
     assert all(p.grad is not None and torch.all(p.grad == 0) for p in head.parameters())
+
+
+def test_class_weight_gives_the_weighted_cross_entropy_and_bad_lengths_are_refused(trunk, mask_fn):
+    backbone, f, image = trunk
+    w = [1.0, 2.0, 1.0, 4.0, 2.0, 2.0]
+    head = SegmentationHead(backbone, channels=16, dice_weight=0.0, any_dice_weight=0.0, class_weight=w)
+    mask = torch.from_numpy(np.stack([mask_fn(64, s)[:, :48] for s in range(3)]).astype(np.int64))
+    batch = {"image": image, "mask": mask, "has": {"mask": torch.ones(3, dtype=torch.bool)}}
+    logits = head.logits(f, image).detach()
+    # reference: sum_i w[y_i] * -log p_i(y_i) / sum_i w[y_i], in float64 numpy
+    logp = torch.log_softmax(logits.double(), 1).numpy()
+    y = mask.numpy()
+    nll = -np.take_along_axis(logp, y[:, None], axis=1)[:, 0]
+    wy = np.asarray(w)[y]
+    assert head.loss(logits, batch)["loss_seg"].item() == pytest.approx((wy * nll).sum() / wy.sum(), rel=1e-5)
+    assert "class_weight" not in head.state_dict()  # a loss setting, not a weight: old checkpoints load
+    with pytest.raises(ValueError, match=r"class_weight needs 6 positive values \(background, EDH"):
+        SegmentationHead(backbone, channels=16, class_weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match="class_weight needs 2 positive values"):
+        SegmentationHead(backbone, mode="binary", channels=16, class_weight=[1.0, 0.0])
