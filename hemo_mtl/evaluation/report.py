@@ -107,6 +107,19 @@ def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
     return first + sorted(n for n in names if n not in first)
 
 
+def _lone_rows(rows: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Rows sharing no column with any other row (a summary count such as cls/all/n_auc_undefined):
+    as table rows they would be all blanks but one cell, so they are written as a line instead."""
+    if len(rows) < 2:
+        return []
+    lone = []
+    for row, cells in rows.items():
+        others = {c for r, cs in rows.items() if r != row for c in cs}
+        if not others & set(cells):
+            lone.append(row)
+    return [] if len(lone) == len(rows) else lone
+
+
 def render_markdown(metrics: Mapping[str, float], *, title: str = "Evaluation report",
                     conventions: Sequence[str] = (), notes: Sequence[str] = (),
                     plots: Sequence[str] = ()) -> str:
@@ -116,12 +129,17 @@ def render_markdown(metrics: Mapping[str, float], *, title: str = "Evaluation re
         lines += [f"- {n}" for n in notes] + [""]
     for table, rows in sorted(metric_tables(metrics).items()):
         lines += [f"## {table}", ""]
-        cols = _ordered((c for r in rows.values() for c in r), COLUMN_ORDER)
-        lines.append("| label | " + " | ".join(cols) + " |")
-        lines.append("|---|" + "---|" * len(cols))
-        for row in _ordered(rows, ROW_ORDER):
-            lines.append(f"| {row} | " + " | ".join(rows[row].get(c, "") for c in cols) + " |")
-        lines.append("")
+        lone = _lone_rows(rows)
+        table_rows = {r: cells for r, cells in rows.items() if r not in lone}
+        if table_rows:
+            cols = _ordered((c for r in table_rows.values() for c in r), COLUMN_ORDER)
+            lines.append("| label | " + " | ".join(cols) + " |")
+            lines.append("|---|" + "---|" * len(cols))
+            for row in _ordered(table_rows, ROW_ORDER):
+                lines.append(f"| {row} | " + " | ".join(table_rows[row].get(c, "") for c in cols) + " |")
+            lines.append("")
+        if lone:
+            lines += [f"- {row}: " + ", ".join(f"{c} {v}" for c, v in rows[row].items()) for row in lone] + [""]
     if conventions:
         lines += ["## Conventions", ""] + [f"- {c}" for c in conventions] + [""]
     if plots:

@@ -50,6 +50,10 @@ def test_report_tables_cis_and_plots(tmp_path):
     assert _table_cell(md, "cls_patient", "SDH", "tp") == str(int(m["cls_patient/SDH/tp"]))
     assert _table_cell(md, "det/bbox", "IVH", "AP50") == "0.2500"
     assert _table_cell(md, "det/bbox", "all", "APl") == "n/a"
+    # a summary count shares no column with the per-label rows: a line under the table, not a blank row
+    assert f"- all: n_auc_undefined {int(m['cls/all/n_auc_undefined'])}" in md
+    with pytest.raises(KeyError):
+        _table_cell(md, "cls", "all", "n_auc_undefined")
     assert CONVENTIONS["cls"][0] in md and "- a note" in md
     for name in ("roc_pr", "confusion_cls", "confusion_cls_patient", "froc_2d", "bland_altman_any"):
         png = paths[name]
