@@ -9,6 +9,7 @@ import json
 import math
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -109,14 +110,10 @@ def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
 
 def _lone_rows(rows: Mapping[str, Mapping[str, str]]) -> list[str]:
     """Rows sharing no column with any other row (a summary count such as cls/all/n_auc_undefined):
-    as table rows they would be all blanks but one cell, so they are written as a line instead."""
-    if len(rows) < 2:
-        return []
-    lone = []
-    for row, cells in rows.items():
-        others = {c for r, cs in rows.items() if r != row for c in cs}
-        if not others & set(cells):
-            lone.append(row)
+    as table rows they would be all blanks but one cell, so they are written as a line instead.
+    A table made only of such rows (one row, or rows of disjoint columns) stays a table."""
+    uses = Counter(c for cells in rows.values() for c in cells)
+    lone = [row for row, cells in rows.items() if all(uses[c] == 1 for c in cells)]
     return [] if len(lone) == len(rows) else lone
 
 
@@ -131,13 +128,12 @@ def render_markdown(metrics: Mapping[str, float], *, title: str = "Evaluation re
         lines += [f"## {table}", ""]
         lone = _lone_rows(rows)
         table_rows = {r: cells for r, cells in rows.items() if r not in lone}
-        if table_rows:
-            cols = _ordered((c for r in table_rows.values() for c in r), COLUMN_ORDER)
-            lines.append("| label | " + " | ".join(cols) + " |")
-            lines.append("|---|" + "---|" * len(cols))
-            for row in _ordered(table_rows, ROW_ORDER):
-                lines.append(f"| {row} | " + " | ".join(table_rows[row].get(c, "") for c in cols) + " |")
-            lines.append("")
+        cols = _ordered((c for r in table_rows.values() for c in r), COLUMN_ORDER)
+        lines.append("| label | " + " | ".join(cols) + " |")
+        lines.append("|---|" + "---|" * len(cols))
+        for row in _ordered(table_rows, ROW_ORDER):
+            lines.append(f"| {row} | " + " | ".join(table_rows[row].get(c, "") for c in cols) + " |")
+        lines.append("")
         if lone:
             lines += [f"- {row}: " + ", ".join(f"{c} {v}" for c, v in rows[row].items()) for row in lone] + [""]
     if conventions:
