@@ -93,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
         "channels_last": True,  # CUDA only
         "grad_clip": 10.0,  # max global grad norm; None = off
         "accum_steps": 1,
-        "ema": {"enabled": False, "decay": 0.999},
+        "ema": {"enabled": False, "decay": 0.999, "tau": 200.0},
         "checkpoint_period": 1,  # epochs
         "checkpoint_keep": 3,  # newest periodic checkpoints kept
         "eval_period": 1,  # epochs; 0 = only at the end

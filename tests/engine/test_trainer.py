@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -108,6 +109,35 @@ def test_gradient_accumulation_matches_the_big_batch(tmp_path):
     small = run(tmp_path / "small", 4, 2)
     for k in big:
         torch.testing.assert_close(big[k], small[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("tau", [0.0, 3.0])
+def test_ema_weights_follow_the_ramped_average_of_every_step(tmp_path, tau):
+    """The shipped EMA equals a by-hand average of the weights after each optimizer step:
+    w_ema = w_1, then w_ema = d_n w_ema + (1 - d_n) w_n with d_n = decay (1 - exp(-(n - 1) / tau))."""
+    from hemo_mtl.engine import HookBase
+
+    class Snapshot(HookBase):
+        def __init__(self):
+            self.weights = []
+
+        def after_step(self):
+            self.weights.append({k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()})
+
+    t = make_trainer(tmp_path, epochs=2, ema={"enabled": True, "decay": 0.8, "tau": tau})
+    snap = Snapshot()
+    t.register_hooks([snap])
+    t.train()
+    assert len(snap.weights) == t.iter > 3
+    expected = {k: v.clone() for k, v in snap.weights[0].items()}
+    for n, w in enumerate(snap.weights[1:], start=1):
+        d = 0.8 * (1 - math.exp(-n / tau)) if tau else 0.8
+        for k, v in w.items():
+            expected[k] = v.clone() if not v.is_floating_point() else d * expected[k] + (1 - d) * v
+    got = t.eval_model().state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.allclose(got["heads.seg.weight"], snap.weights[-1]["heads.seg.weight"])  # it is an average
 
 
 def test_pcgrad_receives_one_gradient_source_per_task(tmp_path):
