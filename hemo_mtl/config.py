@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
             "neg_fraction": 0.25,  # share of negative slices det/seg see per epoch (default stages)
             "repeat_threshold": None,  # default stages: repeat-factor sampling for det/seg (see STAGE_DEFAULTS)
             "cls_epochs": None,  # default stages: classifier epochs (None = a third of train.epochs)
+            "cls_neg_fraction": None,  # default stages: share of negatives the classifier stage sees (None = all)
         },
     },
     "train": {

@@ -214,7 +214,8 @@ def cascade(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
         if int(epochs) - cls_epochs < 1:
             raise ConfigError(f"cascade: train.epochs={epochs} leaves no epochs after {cls_epochs} classifier epochs")
         specs = [
-            {"name": "classifier", "epochs": cls_epochs, "heads": ["cls"], "labels": "cls"},
+            {"name": "classifier", "epochs": cls_epochs, "heads": ["cls"], "labels": "cls",
+             "neg_fraction": ccfg.get("cls_neg_fraction")},
             {"name": "localizers", "epochs": int(epochs) - cls_epochs, "heads": ["cls", *gate_heads],
              "labels": "boxes" if "det" in gate_heads else "mask",
              "neg_fraction": ccfg.get("neg_fraction", 0.25), "repeat_threshold": ccfg.get("repeat_threshold")},

@@ -9,6 +9,7 @@ from sklearn.metrics import roc_curve
 
 from hemo_mtl.engine import (HookBase, build_schedule, choose_gate_threshold, evaluate, gate_outputs,
                              gate_summary)
+from hemo_mtl.config import ConfigError
 from hemo_mtl.data.dataset import collate_samples
 
 from .test_trainer import make_trainer
@@ -212,3 +213,9 @@ def test_joint_and_default_cascade_stages_take_slice_selection_options():
     cls_stage, loc = build_schedule({"name": "cascade", "cascade": {"cls_epochs": 1, "repeat_threshold": 0.2}}, 3,
                                     ["cls", "seg"]).stages
     assert cls_stage.repeat_threshold is None and loc.repeat_threshold == 0.2 and loc.heads == {"cls", "seg"}
+    assert cls_stage.neg_fraction is None and cls_stage.epochs == 1 and loc.epochs == 2  # the classifier sees all
+    cls_stage, loc = build_schedule({"name": "cascade", "cascade": {"cls_epochs": 1, "cls_neg_fraction": 0.3,
+                                                                     "neg_fraction": 0.2}}, 4, ["cls", "seg"]).stages
+    assert cls_stage.neg_fraction == 0.3 and loc.neg_fraction == 0.2 and loc.epochs == 3
+    with pytest.raises(ConfigError, match=r"neg_fraction must be in \[0, 1\]"):
+        build_schedule({"name": "cascade", "cascade": {"cls_neg_fraction": 1.5}}, 3, ["cls", "seg"])

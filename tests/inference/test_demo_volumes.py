@@ -3,9 +3,9 @@
 `configs/demo.yaml` trains as-is (minutes on 2 CPU cores, hence ``slow``); `tools/make_phantom.py` writes
 fresh scans with another seed; `tools/predict.py` writes mask.nii.gz + summary.json. The masks must keep
 the input's shape and affine, their Dice must be what `tools/evaluate.py --task seg` reports, and the
-predicted bleed volume summed over the scans must be within 15% of the true one. Per scan the demo
-checkpoint is not there yet (11-12 of 16 bleeding scans within 15% on 1.5-23 mL bleeds at 128 px x
-7.5 mm; the misses are off by 17-47%, mostly short): the errors are printed, not asserted.
+predicted bleed volume summed over the scans must be within 15% of the true one, and so must each scan's
+for at least 80% of the bleeding scans. Measured: 15 of 16 (1.5-23 mL bleeds at 128 px x 7.5 mm; the
+miss, +28%, is a bright tentorium read as IPH), the total +3.9%; per-scan errors are printed.
 """
 import json
 import shutil
@@ -66,3 +66,5 @@ def test_demo_checkpoint_measures_bleed_volumes_on_unseen_phantom_scans(tmp_path
     assert errors, "the unseen phantom scans hold no bleed: the check would be vacuous"
     print(f"per-scan relative volume errors: {errors}")
     assert abs(predicted_total - true_total) <= TOLERANCE * true_total, (predicted_total, true_total, errors)
+    within = [abs(e) <= TOLERANCE for e in errors.values()]
+    assert sum(within) >= 0.8 * len(within), errors
