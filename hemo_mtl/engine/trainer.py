@@ -182,7 +182,7 @@ class Trainer:
             from torch.optim.swa_utils import AveragedModel
 
             self.ema = AveragedModel(unwrap(self.model), use_buffers=True,
-                                     multi_avg_fn=ramped_ema_fn(float(ema["decay"]), float(ema.get("tau", 0.0))))
+                                     multi_avg_fn=ramped_ema_fn(float(ema["decay"]), float(ema["tau"])))
         self.train_loader: DataLoader | None = None
 
     # -- setup ---------------------------------------------------------------------------------------

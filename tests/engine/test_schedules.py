@@ -7,9 +7,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve
 
+from hemo_mtl.config import ConfigError
 from hemo_mtl.engine import (HookBase, build_schedule, choose_gate_threshold, evaluate, gate_outputs,
                              gate_summary)
-from hemo_mtl.config import ConfigError
 from hemo_mtl.data.dataset import collate_samples
 
 from .test_trainer import make_trainer

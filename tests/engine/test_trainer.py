@@ -38,7 +38,7 @@ CURRICULUM = {"name": "curriculum", "stages": [
 
 
 @pytest.mark.parametrize("schedule_cfg,extra", [
-    ({"name": "joint"}, {"ema": {"enabled": True, "decay": 0.9}}),
+    ({"name": "joint"}, {"ema": {"enabled": True, "decay": 0.9, "tau": 0.0}}),
     (CURRICULUM, {"accum_steps": 2, "optimizer": "sgd"}),
 ], ids=["joint-ema", "curriculum-accum-sgd"])
 def test_resume_is_exact(tmp_path, schedule_cfg, extra):
@@ -69,7 +69,7 @@ def test_resume_is_exact(tmp_path, schedule_cfg, extra):
 
 
 def test_checkpoint_loads_weights_only_with_every_part(tmp_path):
-    trainer = make_trainer(tmp_path, epochs=1, ema={"enabled": True, "decay": 0.9})
+    trainer = make_trainer(tmp_path, epochs=1, ema={"enabled": True, "decay": 0.9, "tau": 0.0})
     trainer.train()
     state = load_checkpoint(latest_checkpoint(tmp_path))  # torch.load(weights_only=True) inside
     for key in ("model", "optimizer", "lr_scheduler", "scaler", "ema", "epoch", "iter", "rng", "config"):
