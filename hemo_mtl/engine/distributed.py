@@ -6,6 +6,7 @@ process and every helper here is a no-op.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -96,7 +97,14 @@ def all_gather_object(obj) -> list:
 
 
 def cleanup() -> None:
+    """Leave the process group with no stray DDP wrapper left for interpreter shutdown.
+
+    A trainer is kept alive by its hooks' back-references until the cycle collector runs; a DDP wrapper
+    (and its gloo work threads) torn down during interpreter finalization aborts the process with
+    ``terminate called without an active exception``.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
