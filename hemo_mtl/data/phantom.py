@@ -4,9 +4,10 @@ Why a phantom: tests, the demo and CI need head CTs whose labels are known exact
 ship. Why this one is not trivial: a model must learn *shape and location*, not "bright pixel", so the
 phantom has hyperdense mimics that are not bleeds (falx, choroid/pineal calcifications, partial-volume
 skull base, a bright rim at the inner table) and bleeds shaped as radiologists see them:
-EDH a short biconvex lens against the inner table, SDH a thin crescent over a long arc, SAH thin
-sulcal/fissural/cisternal streaks, IPH a rounded blob with an oedema halo (halo not labelled), IVH
-inside the ventricles (dependent layering or a cast).
+EDH a short biconvex lens against the inner table, SDH a thin crescent over a long arc, SAH blood
+filling the sulci, the interhemispheric fissure or the basal cisterns, IPH a
+rounded blob with an oedema halo (halo not labelled), IVH inside the ventricles (dependent layering
+or a cast).
 
 Geometry lives in a head frame in millimetres (polar coordinates about the head centre, height as a
 fraction of a 120 mm head), so anatomy scales with ``size`` and ``slices``. Arrays follow nibabel:
@@ -16,7 +17,8 @@ slices.
 
 No crumbs: real annotators never draw specks, and a 1-px box is a target no detector can hit, so every
 per-slice 8-connected component of every lesion mask has at least ``min_component_area(size)`` pixels.
-Shapes are drawn so they do not fragment (an SDH crescent is at least 2 px thick); a filter then
+Shapes are drawn so they do not fragment (an SDH crescent and the CSF spaces that SAH fills are at
+least 2 px thick: a 1-px band rasterises as specks one pixel apart, one bleed as a dozen boxes); a filter then
 guarantees it, giving the pixels of a dropped speck back to what they held before that bleed was
 painted, so image and mask always agree (no blood HU without a mask).
 """
@@ -45,7 +47,8 @@ __all__ = [
     "write_phantom_dataset",
 ]
 
-GENERATOR_VERSION = "2"  # 2: no lesion components below min_component_area; own noise stream
+GENERATOR_VERSION = "3"  # 2: no lesion components below min_component_area; own noise stream;
+# 3: sulcal SAH distended to >= 2 px (was dotted at 128 px)
 HEAD_HEIGHT_MM = 120.0  # z extent covered by the volume: `slices` slices of HEAD_HEIGHT_MM/slices mm
 NORMAL_FRACTION = 0.25
 LOCATIONS = ("lobar", "deep", "subtentorial")
@@ -310,6 +313,7 @@ def _paint_anatomy(h: _Head, rng: np.random.Generator, lf: np.ndarray) -> np.nda
                    parenchyma=parenchyma, posterior_fossa=posterior_fossa, sulci=sulci, surface=surface,
                    fissure=fissure, cisterns=cisterns, vent_L=lateral["L"], vent_R=lateral["R"])
     h.deep = dict(xdg=xdg, ydg=ydg, t_lo=h.t_tent + 0.06, t_hi=tv0 + 0.08, xbs=xbs)
+    h.sulcal = dict(dist=sulc_dist, width=w_s, depth=sulc_depth, surface=csf_w)
     return hu
 
 
@@ -374,7 +378,12 @@ def _sah(h: _Head, rng):
         near = np.abs(h.xh - rng.uniform(-60, 60)) < rng.uniform(15, 40)
         return zs, _slab_part(h, "fissure", zs) & near, "lobar", None
     sector = np.abs(_wrap(h.theta - rng.uniform(-np.pi, np.pi))) < rng.uniform(0.25, 0.6)
-    blood = (_slab_part(h, "sulci", zs) | _slab_part(h, "surface", zs)) & sector
+    # blood fills the sulci and the surface CSF, distending them to >= 2 px: at ~1 px (their normal
+    # width at 128 px) a band rasterises as dotted specks and one bleed as many 1-px-apart fragments
+    w, sc, depth = 2.0 * h.s, h.sulcal, h.depth[:, :, zs]
+    sulci = (sc["dist"][:, :, zs] < max(sc["width"], w) / 2) & (depth < sc["depth"])
+    surface = depth < max(sc["surface"], w)
+    blood = _slab_part(h, "intracranial", zs) & (sulci | surface) & sector
     return zs, blood, "lobar", None
 
 

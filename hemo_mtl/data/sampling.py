@@ -44,7 +44,7 @@ def repeat_factors(presence, threshold: float) -> np.ndarray:
     ``RepeatFactorTrainingSampler``): subtype c seen on a fraction f_c of the slices gets
     r_c = max(1, sqrt(threshold / f_c)), and a slice the largest r_c of the subtypes it shows.
 
-    Why: SAH and EDH each mark ~2% of the phantom's slices and SDH ~9%; in a short run the rare
+    Why: EDH and SAH each mark ~2-3% of the phantom's slices, SDH ~11%; in a short run the rare
     subtypes' scores collapse to background. ``presence``: (N, C) 0/1 (NaN = unknown, not counted)."""
     if not threshold > 0:
         raise ValueError(f"repeat_threshold must be > 0, got {threshold}")
