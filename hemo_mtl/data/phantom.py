@@ -184,6 +184,14 @@ def _within(h: _Head, t_lo: float, t_hi: float, shape: Callable[[slice, np.ndarr
     return out
 
 
+def _sulcal_csf(h: _Head, zs: slice, min_width: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(sulci, surface CSF) over volume[:, :, zs], each at least ``min_width`` mm wide."""
+    sc, depth = h.sulcal, h.depth[:, :, zs]
+    sulci = (depth > 0) & (sc["dist"][:, :, zs] < max(sc["width"], min_width) / 2) & (depth < sc["depth"])
+    surface = (depth > 0) & (depth < max(sc["surface"], min_width))
+    return sulci, surface
+
+
 def _paint_anatomy(h: _Head, rng: np.random.Generator, lf: np.ndarray) -> np.ndarray:
     """Bleed-free head in HU; fills h.parts with the anatomy masks the bleeds are built on."""
     s, t, xh, yh = h.s, h.t, h.xh, h.yh
@@ -201,8 +209,8 @@ def _paint_anatomy(h: _Head, rng: np.random.Generator, lf: np.ndarray) -> np.nda
     sulc_dist = np.abs(_wrap(arg)) * (h.r / n_sulci)
     sulc_depth = rng.uniform(8.0, 14.0) * (0.7 + 0.3 * np.cos(7 * h.theta + rng.uniform(0, 6.3)))
     gm_t = rng.uniform(2.0, 3.0)
-    surface = intr & (h.depth < csf_w)
-    sulci = intr & (sulc_dist < w_s / 2) & (h.depth < sulc_depth)
+    h.sulcal = dict(dist=sulc_dist, width=w_s, depth=sulc_depth, surface=csf_w)
+    sulci, surface = _sulcal_csf(h, slice(None))
     cortex = intr & ((h.depth < csf_w + gm_t) | ((sulc_dist < w_s / 2 + gm_t) & (h.depth < sulc_depth + gm_t)))
 
     # lateral ventricles (banana-shaped, mid slices), 3rd and 4th ventricles
@@ -313,7 +321,6 @@ def _paint_anatomy(h: _Head, rng: np.random.Generator, lf: np.ndarray) -> np.nda
                    parenchyma=parenchyma, posterior_fossa=posterior_fossa, sulci=sulci, surface=surface,
                    fissure=fissure, cisterns=cisterns, vent_L=lateral["L"], vent_R=lateral["R"])
     h.deep = dict(xdg=xdg, ydg=ydg, t_lo=h.t_tent + 0.06, t_hi=tv0 + 0.08, xbs=xbs)
-    h.sulcal = dict(dist=sulc_dist, width=w_s, depth=sulc_depth, surface=csf_w)
     return hu
 
 
@@ -380,10 +387,8 @@ def _sah(h: _Head, rng):
     sector = np.abs(_wrap(h.theta - rng.uniform(-np.pi, np.pi))) < rng.uniform(0.25, 0.6)
     # blood fills the sulci and the surface CSF, distending them to >= 2 px: at ~1 px (their normal
     # width at 128 px) a band rasterises as dotted specks and one bleed as many 1-px-apart fragments
-    w, sc, depth = 2.0 * h.s, h.sulcal, h.depth[:, :, zs]
-    sulci = (sc["dist"][:, :, zs] < max(sc["width"], w) / 2) & (depth < sc["depth"])
-    surface = depth < max(sc["surface"], w)
-    blood = _slab_part(h, "intracranial", zs) & (sulci | surface) & sector
+    sulci, surface = _sulcal_csf(h, zs, min_width=2.0 * h.s)
+    blood = (sulci | surface) & sector
     return zs, blood, "lobar", None
 
 
