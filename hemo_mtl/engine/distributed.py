@@ -99,9 +99,10 @@ def all_gather_object(obj) -> list:
 def cleanup() -> None:
     """Leave the process group with no stray DDP wrapper left for interpreter shutdown.
 
-    A trainer is kept alive by its hooks' back-references until the cycle collector runs; a DDP wrapper
-    (and its gloo work threads) torn down during interpreter finalization aborts the process with
-    ``terminate called without an active exception``.
+    A DDP wrapper (and its gloo work threads) torn down during interpreter finalization aborts the
+    process with ``terminate called without an active exception``. Hooks hold their trainer weakly, but
+    a caller's closures can still tie a trainer into a cycle (``tools/train_net.py``'s eval function
+    reads the trainer), which only the cycle collector frees: collect before leaving.
     """
     if dist.is_available() and dist.is_initialized():
         gc.collect()

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -188,9 +189,12 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------------
 
     def register_hooks(self, hooks: Sequence[HookBase | None]) -> None:
+        """Hooks see the trainer through a weak proxy (as in detectron2): a trainer and its hooks owning
+        each other would outlive their last use until the cycle collector runs, and a DDP wrapper torn
+        down during interpreter shutdown aborts the process."""
         for h in hooks:
             if h is not None:
-                h.trainer = self
+                h.trainer = weakref.proxy(self)
                 self.hooks.append(h)
 
     @property

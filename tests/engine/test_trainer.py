@@ -140,6 +140,26 @@ def test_ema_weights_follow_the_ramped_average_of_every_step(tmp_path, tau):
     assert not torch.allclose(got["heads.seg.weight"], snap.weights[-1]["heads.seg.weight"])  # it is an average
 
 
+def test_a_dropped_trainer_is_freed_without_the_cycle_collector(tmp_path):
+    """Hooks must not keep their trainer alive: one left for the cycle collector took its DDP wrapper
+    into interpreter shutdown, where torchrun's ranks aborted."""
+    import gc
+    import weakref
+
+    from hemo_mtl.engine import CheckpointHook, LRScheduleHook
+
+    trainer = make_trainer(tmp_path, epochs=1)
+    trainer.register_hooks([LRScheduleHook(), CheckpointHook(period=1, keep=2)])
+    trainer.train()
+    alive = weakref.ref(trainer)
+    gc.disable()
+    try:
+        del trainer
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
 def test_pcgrad_receives_one_gradient_source_per_task(tmp_path):
     """Two loss terms of one task (like Mask R-CNN's) are summed before PCGrad projects task vs task."""
     from hemo_mtl.models import LossBalancer
