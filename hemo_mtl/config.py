@@ -108,6 +108,7 @@ DEFAULTS: dict[str, Any] = {
         "tasks": ["cls", "seg", "det"],
         "batch_size": None,  # None = data.batch_size
         "image_panels": 4,  # slices drawn to tensorboard per evaluation
+        "flip_tta": False,  # add the left-right mirrored pass (hemo_mtl.models.tta), as predict.py --flip-tta
         "final_split": "test",
         # report the mean over selected epochs (hemo_mtl.evaluation.epoch_selection); rule null = off
         "select": {"rule": None, "k": 10, "after_epoch": 10},

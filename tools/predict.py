@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-gate", action="store_true", help="ignore the checkpoint's cascade gate")
-    p.add_argument("--flip-tta", action="store_true", help="average with the left-right mirrored pass")
+    p.add_argument("--flip-tta", action="store_true", help="add the left-right mirrored pass: probabilities averaged, detections merged by NMS")
     p.add_argument("--sliding-window", action="store_true", help="native resolution, overlapping patches")
     p.add_argument("--patch", type=int, default=160)
     p.add_argument("--stride", type=int, default=80)

@@ -129,7 +129,7 @@ def main(args: argparse.Namespace) -> dict:
     def run_eval(model_to_eval, loader, eval_heads, threshold=None, panels=0):
         return evaluate(protocol_model(model_to_eval), loader, make_evaluator(), device, heads=eval_heads,
                         gate_cfg=schedule.gate, threshold=threshold, amp=trainer.amp,
-                        channels_last=trainer.channels_last, panels=panels)
+                        channels_last=trainer.channels_last, panels=panels, flip_tta=bool(cfg["eval"]["flip_tta"]))
 
     def eval_val(t: Trainer) -> dict:
         result = run_eval(t.eval_model(), val_loader, schedule.heads_trained_by(t.stage_index or 0),

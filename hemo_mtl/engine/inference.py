@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.tta import flip_tta_forward
 from .schedules import choose_gate_threshold, gate_summary
 from .trainer import move_to_device, set_active_heads
 from .visualize import draw_panel
@@ -48,9 +49,10 @@ def _pred(outputs: Mapping, i: int) -> dict:
 @torch.no_grad()
 def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.device, *,
                   heads: Iterable[str] | None = None, gate: Mapping | None = None, amp: bool = False,
-                  channels_last: bool = False, panels: int = 0) -> InferenceResult:
+                  channels_last: bool = False, panels: int = 0, flip_tta: bool = False) -> InferenceResult:
     """One pass: ``model`` in eval mode on every batch, outputs (gated when ``gate`` is given:
-    {"heads", "threshold"}) fed to ``evaluator``; also returns per-slice ``any`` probabilities."""
+    {"heads", "threshold"}; with ``flip_tta`` combined with the mirrored batch's, ``hemo_mtl.models.tta``)
+    fed to ``evaluator``; also returns per-slice ``any`` probabilities."""
     was_training = model.training
     model.eval()
     if heads is not None:
@@ -64,8 +66,10 @@ def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.d
         for batch in loader:
             batch = move_to_device(batch, device, channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-                # gated heads run only on the slices that pass
-                outputs = model(batch) if gate is None else model(batch, gate=gate)
+                if flip_tta:
+                    outputs = flip_tta_forward(model, batch, gate)
+                else:  # gated heads run only on the slices that pass
+                    outputs = model(batch) if gate is None else model(batch, gate=gate)
             outputs = _to_float(outputs)
             if "cls_prob" in outputs:
                 p = outputs["cls_prob"][:, 0].float().cpu()
@@ -108,23 +112,23 @@ def _to_float(outputs: Mapping) -> dict:
 
 def evaluate(model: nn.Module, loader: Iterable, evaluator, device: torch.device, *,
              heads: Iterable[str], gate_cfg: Mapping | None = None, threshold: float | None = None,
-             amp: bool = False, channels_last: bool = False, panels: int = 0) -> InferenceResult:
+             amp: bool = False, channels_last: bool = False, panels: int = 0,
+             flip_tta: bool = False) -> InferenceResult:
     """Evaluate ``heads`` on a split; with a cascade ``gate_cfg`` and no ``threshold``, choose the
     threshold on this split first (call it on validation, then pass the result for test)."""
+    opts = {"amp": amp, "channels_last": channels_last, "flip_tta": flip_tta}
     heads = set(heads)
     gated = sorted(set(gate_cfg["heads"]) & heads) if gate_cfg else []
     if not gated or "cls" not in heads:
-        return run_inference(model, loader, evaluator, device, heads=heads, amp=amp,
-                             channels_last=channels_last, panels=panels)
+        return run_inference(model, loader, evaluator, device, heads=heads, panels=panels, **opts)
     if threshold is None:
         threshold = gate_cfg.get("threshold")
     if threshold is None:
-        probe = run_inference(model, loader, None, device, heads={"cls"}, amp=amp, channels_last=channels_last)
+        probe = run_inference(model, loader, None, device, heads={"cls"}, **opts)
         known = probe.y_any >= 0
         threshold = choose_gate_threshold(probe.y_any[known] > 0, probe.p_any[known],
                                           float(gate_cfg["target_sensitivity"]))
     result = run_inference(model, loader, evaluator, device, heads=heads,
-                           gate={"heads": gated, "threshold": float(threshold)}, amp=amp,
-                           channels_last=channels_last, panels=panels)
+                           gate={"heads": gated, "threshold": float(threshold)}, panels=panels, **opts)
     result.threshold = float(threshold)
     return result

@@ -33,6 +33,7 @@ from ..categories import LABELS
 from ..data.dataset import context_index
 from ..data.io import DataError, load_dicom_series, load_display_image, load_nifti
 from ..data.windowing import check_hu_range, stack_windows
+from ..models.tta import flip_tta_forward, merge_detections
 from .postprocess import clean_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -43,7 +44,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 class PredictOptions:
     batch_size: int = 16
     gate: bool = True  # apply the checkpoint's cascade gate when it has one
-    flip_tta: bool = False  # average with the left-right mirrored pass (array axis 0 = patient L/R)
+    flip_tta: bool = False  # + the left-right mirrored pass (array axis 0 = patient L/R): probabilities
+    #                          averaged, detections merged by the det head's NMS
     sliding_window: bool = False  # native resolution, patch x patch windows, overlap-averaged
     patch: int = 160
     stride: int = 80
@@ -285,28 +287,19 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> dict:
-        """Model outputs for (B, C, S, S), flip-averaged when asked, gated when the checkpoint says so:
-        the gated heads then run only on the slices that pass (flip TTA gates the averaged p(any))."""
-        from ..models.gating import gate_outputs
-
+        """Model outputs for (B, C, S, S), gated when the checkpoint says so (the gated heads then run only
+        on the slices that pass), or with the mirrored pass (``flip_tta``: gated on the averaged p(any))."""
         thr = self.gate_threshold
         gate = None if thr is None else {"threshold": thr, "heads": tuple(self.cascade.get("heads", ("seg", "det")))}
         batch = {"image": self._model_input(x)}
-        out = dict(self.model(batch) if gate is None or self.options.flip_tta else self.model(batch, gate=gate))
         if self.options.flip_tta:
-            flipped = self.model({"image": self._model_input(x.flip(-2))})
-            for key in ("cls_prob", "seg_prob"):
-                if key in out:
-                    other = flipped[key].flip(-2) if key == "seg_prob" else flipped[key]
-                    out[key] = (out[key] + other) / 2
+            out = flip_tta_forward(self.model, batch, gate)
+        else:
+            out = dict(self.model(batch) if gate is None else self.model(batch, gate=gate))
         out = {k: (v.float().cpu() if torch.is_tensor(v) and v.is_floating_point() else
                    v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
         if "instances" in out:
             out["instances"] = [{k: v.float().cpu() for k, v in inst.items()} for inst in out["instances"]]
-        if gate is not None and self.options.flip_tta and "cls_prob" in out:
-            keep = out["cls_prob"][:, 0] >= thr
-            out = gate_outputs(out, keep, gate["heads"])
-            out["gate_passed"] = keep
         return out
 
     def _run_batches(self, x: torch.Tensor) -> dict:
@@ -325,8 +318,6 @@ class Predictor:
     def sliding_window(self, x: torch.Tensor) -> dict:
         """Native-resolution patches (``patch``, ``stride``): seg probabilities averaged where windows
         overlap, p(slice) = max over windows, instances shifted to the slice and merged by NMS."""
-        from torchvision.ops import batched_nms
-
         p, s = self.options.patch, self.options.stride
         n, _, h, w = x.shape
         ph, pw = max(h, p), max(w, p)
@@ -359,12 +350,8 @@ class Predictor:
         if seg is not None:
             result["seg_prob"] = (seg / cnt)[..., :h, :w]
         if any(boxes):
-            merged = []
-            for parts in boxes:
-                cat = {k: torch.cat([q[k] for q in parts]) for k in parts[0]}
-                keep = batched_nms(cat["boxes"], cat["scores"], cat["labels"].long(), 0.5)
-                merged.append({k: v[keep][..., :h, :w] if k == "masks" else v[keep] for k, v in cat.items()})
-            result["instances"] = merged
+            merged = [merge_detections(self.model, parts) for parts in boxes]
+            result["instances"] = [{**m, "masks": m["masks"][..., :h, :w]} for m in merged]
         return result
 
     # ------------------------------------------------------------------ one scan

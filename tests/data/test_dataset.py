@@ -70,6 +70,21 @@ def test_augmentation_keeps_mask_on_blood_and_is_reproducible(tiny_nifti):
     assert not torch.equal(ds[1]["image"], s["image"])
 
 
+def test_flip_lr_mirrors_the_patients_left_right_axis(tiny_nifti):
+    """flip_lr=1: image, mask and boxes are the volume's slice mirrored along array axis 0 (nibabel's L/R)."""
+    aug = {"p_affine": 0.0, "flip_lr": 1.0, "hu_noise": 0.0, "hu_shift": 0.0, "hu_scale": 0.0}
+    plain = HemorrhageDataset(tiny_nifti, image_size=64, windows=("subdural",))[1]
+    flipped = HemorrhageDataset(tiny_nifti, image_size=64, train=True, augment=aug, windows=("subdural",))[1]
+    path, k = tiny_nifti.iloc[1]["mask"].split("#")  # "file#slice"
+    truth = np.asarray(nib.load(path).dataobj)[:, :, int(k)][::-1]
+    assert np.array_equal(flipped["mask"].numpy(), truth)
+    assert torch.equal(flipped["image"], plain["image"].flip(-2))
+    h = plain["image"].shape[-2]  # a box's rows [y0, y1) become [h - y1, h - y0)
+    mirrored = sorted((int(l), int(x0), h - int(y1), int(x1), h - int(y0))
+                      for l, (x0, y0, x1, y1) in zip(plain["labels"], plain["boxes"]))
+    assert sorted((int(l), *map(int, b)) for l, b in zip(flipped["labels"], flipped["boxes"])) == mirrored
+
+
 def test_partial_labels_kaggle(kaggle_head_ct_dir):
     frame = rows_to_frame(scan_source("kaggle", kaggle_head_ct_dir).rows)
     ds = HemorrhageDataset(frame.iloc[:3], windows=("brain", "brain", "brain"), image_size=96)

@@ -13,7 +13,6 @@ import torch
 from hemo_mtl.engine import PatientGroupedSampler
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sampler_gives_each_patient_to_one_rank_and_equal_lengths():
@@ -57,7 +56,7 @@ def _torchrun(args, env) -> None:
 
 def test_torchrun_gloo_matches_single_process(tmp_path):
     """Full-batch toy training: 2 ranks x 12 slices == 1 process x 24 slices (gradients are averaged)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the worker puts the repo on sys.path
     single, ddp = tmp_path / "single.pth", tmp_path / "ddp.pth"
     subprocess.run([sys.executable, str(WORKER), str(single), "24"], check=True, env=env, timeout=300)
     _torchrun([ddp, 12], env)
@@ -69,7 +68,7 @@ def test_torchrun_gloo_matches_single_process(tmp_path):
 
 def test_torchrun_resume_is_exact_with_per_rank_random_streams(tmp_path):
     """2 ranks, noisy data from each rank's own generator: 4 epochs == 2 + checkpoint + resume 2."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the worker puts the repo on sys.path
     outs = {}
     for mode in ("straight", "resume"):
         outs[mode] = tmp_path / f"{mode}.pth"

@@ -163,6 +163,35 @@ def test_cascade_evaluation_chooses_threshold_and_empties_gated_slices():
     assert result.metrics["n"] == len(data)
 
 
+class RowWeightedToy(ToyModel):
+    """ToyModel looking at the image through a ramp along the rows: not mirror-invariant."""
+
+    def forward(self, batch, gate=None):
+        ramp = torch.linspace(0.0, 2.0, batch["image"].shape[-2]).view(-1, 1)
+        return super().forward({**batch, "image": batch["image"] * ramp}, gate)
+
+
+def test_cascade_evaluation_with_flip_tta_gates_on_the_averaged_probability():
+    torch.manual_seed(0)
+    model = RowWeightedToy().eval()
+    data = ToyDataset(patients=4, noise=0.0)
+    loader = torch.utils.data.DataLoader(data, batch_size=5, collate_fn=collate_samples)
+    gate_cfg = {"heads": ["seg"], "target_sensitivity": 0.9, "threshold": None}
+    ev = Capture()
+    result = evaluate(model, loader, ev, torch.device("cpu"), heads={"cls", "seg"}, gate_cfg=gate_cfg, flip_tta=True)
+    with torch.no_grad():
+        x = torch.stack([data[i]["image"] for i in range(len(data))])
+        p_avg = (model({"image": x})["cls_prob"][:, 0] + model({"image": x.flip(-2)})["cls_prob"][:, 0]) / 2
+        mirror_matters = (model({"image": x})["cls_prob"][:, 0] - p_avg).abs().max()
+    y = np.array([float(data[i]["cls"][0]) for i in range(len(data))]) > 0
+    assert mirror_matters > 1e-4  # 10x assert_close's tolerance below
+    torch.testing.assert_close(torch.cat([p for p, _ in ev.seen]), p_avg)
+    assert result.threshold == pytest.approx(choose_gate_threshold(y, p_avg.numpy(), 0.9))
+    off = p_avg < result.threshold
+    assert off.any() and (~off).any()
+    assert (torch.cat([s for _, s in ev.seen])[off][:, 0] == 1).all()
+
+
 def test_task_of_loss_names_each_head():
     from hemo_mtl.engine import task_of_loss
 

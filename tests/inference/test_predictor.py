@@ -1,4 +1,5 @@
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -76,6 +77,53 @@ def test_sliding_window_and_flip_tta_leave_a_pixelwise_model_unchanged(phantom_s
     flip = _predictor(64, flip_tta=True).predict(scan)
     assert np.array_equal(slid.mask, plain.mask) and np.array_equal(flip.mask, plain.mask)
     assert np.allclose(flip.cls_prob, plain.cls_prob, atol=1e-6)
+
+
+class BrightBoxModel(IntensityModel):
+    """IntensityModel + one detection per slice: the box of the pixels above 0.6 (a bright block),
+    looked for in the upper half of the rows only when ``upper_only`` (a detector that is not mirror-invariant)."""
+    heads = {"det": SimpleNamespace(nms_iou=0.5, max_det=10)}
+
+    def __init__(self, upper_only=False):
+        super().__init__()
+        self.upper_only = upper_only
+
+    def forward(self, batch, gate=None):
+        out = super().forward(batch)
+        out["instances"] = []
+        for x in batch["image"][:, 0]:
+            bright = x > 0.6
+            if self.upper_only:
+                bright[len(x) // 2:] = False
+            ys, xs = torch.nonzero(bright, as_tuple=True)
+            if len(ys) == 0:
+                out["instances"].append({"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                                         "scores": torch.zeros(0), "masks": torch.zeros(0, *x.shape)})
+                continue
+            box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()[None]
+            out["instances"].append({"boxes": box, "labels": torch.tensor([2]), "scores": torch.tensor([0.9]),
+                                     "masks": bright.float()[None]})
+        return out
+
+
+def test_flip_tta_maps_the_mirrored_detections_back_and_merges_them():
+    volume = np.full((40, 30, 2), 20.0, np.float32)
+    volume[4:12, 6:20, 0] = 70.0  # a bright block in the upper rows (brain window 0.875) ...
+    volume[28:36, 6:20, 1] = 70.0  # ... and one in the lower rows
+    cfg = {"data": {"windows": ["brain"], "image_size": 40}, "model": {}}
+    scan = Scan("x", "hu", volume, np.eye(4))
+
+    def boxes(upper_only, tta):
+        pred = Predictor(BrightBoxModel(upper_only), cfg, options=PredictOptions(flip_tta=tta)).predict(scan)
+        return [i["boxes"].tolist() for i in pred.instances], pred
+
+    # found by both passes: one box after the merge, where it was (mapped back wrongly: two boxes)
+    assert boxes(False, True)[0] == boxes(False, False)[0] == [[[6, 4, 20, 12]], [[6, 28, 20, 36]]]
+    # a detector that sees the upper rows only finds the lower block through the mirrored pass alone
+    assert boxes(True, False)[0] == [[[6, 4, 20, 12]], []]
+    found, pred = boxes(True, True)
+    assert found == [[[6, 4, 20, 12]], [[6, 28, 20, 36]]]
+    assert np.array_equal(pred.instances[1]["masks"][0], volume[:, :, 1] > 60)
 
 
 def test_cascade_gate_empties_slices_below_threshold(phantom_scan):

@@ -23,7 +23,7 @@ TOOL = REPO / "tools" / "evaluate.py"
 
 
 def run_tool(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")  # the tool puts the repo on sys.path
     return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=120)
 

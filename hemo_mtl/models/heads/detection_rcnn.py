@@ -120,6 +120,15 @@ class MaskRCNNHead(nn.Module):
         self.min_box_size = float(min_box_size)
         self.loss_names = tuple(v for k, v in _LOSS_NAMES.items() if mask or k != "loss_mask")
 
+    @property
+    def nms_iou(self) -> float:
+        """IoU from which NMS suppresses a box of the same subtype (also used to merge TTA passes)."""
+        return float(self.roi_heads.nms_thresh)
+
+    @property
+    def max_det(self) -> int:
+        return int(self.roi_heads.detections_per_img)
+
     def _targets(self, batch: dict, index: list[int], image_size: tuple[int, int], device) -> list[dict]:
         out = []
         for i in index:

@@ -97,6 +97,11 @@ class YoloSegmentHead(nn.Module):
         self.conf_thresh, self.iou_thresh, self.max_det = conf_thresh, iou_thresh, max_det
         self._criterion = None
 
+    @property
+    def nms_iou(self) -> float:
+        """IoU from which NMS suppresses a box of the same subtype (also used to merge TTA passes)."""
+        return float(self.iou_thresh)
+
     def criterion(self, device: torch.device):
         if self._criterion is None or self._criterion.device != device:
             self._criterion = self._ul.v8SegmentationLoss(_LossHost(self.head, self.hyp, self.class_weight))

@@ -1,0 +1,75 @@
+"""Flip test-time augmentation of a multi-task model's eval outputs, shared by evaluation and prediction.
+
+The mirrored pass flips array axis -2 of the input (the rows: array axis 0 of a volume slice, the
+patient's left-right). Probabilities are averaged; detections are mapped back and merged with the plain
+ones as detectron2's ``GeneralizedRCNNWithTTA`` and ultralytics' augmented inference do: the union, then
+the detection head's own per-class NMS (``nms_iou``, ``max_det``), so a lesion found by both passes keeps
+one box, the higher-scoring one. A cascade gate then applies to the averaged p(any).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+from torchvision.ops import batched_nms
+
+from .gating import gate_outputs
+
+
+def mirror_rows(instances: dict, height: int) -> dict:
+    """Detections of a slice flipped along its rows, mapped back: box rows [y0, y1) -> [height - y1,
+    height - y0), masks flipped."""
+    out = dict(instances)
+    boxes = instances["boxes"].clone()
+    boxes[:, 1], boxes[:, 3] = height - instances["boxes"][:, 3], height - instances["boxes"][:, 1]
+    out["boxes"] = boxes
+    if "masks" in instances:
+        out["masks"] = instances["masks"].flip(-2)
+    return out
+
+
+def merge_instances(parts: Sequence[dict], iou: float, max_det: int | None = None) -> dict:
+    """One slice's detection sets (same keys) -> their union suppressed per class at ``iou``, best first."""
+    cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    keep = batched_nms(cat["boxes"].float(), cat["scores"].float(), cat["labels"].long(), iou)
+    if max_det is not None:
+        keep = keep[:max_det]
+    return {k: v[keep] for k, v in cat.items()}
+
+
+def detection_head(model: nn.Module) -> nn.Module:
+    """The ``det`` head of a MultiTaskModel, also through wrappers (DDP's ``.module``, ``.model``)."""
+    inner = model
+    while not hasattr(inner, "heads"):
+        inner = getattr(inner, "module", None) or getattr(inner, "model", None)
+        if inner is None:
+            raise TypeError(f"{type(model).__name__} holds no multi-task model with heads")
+    return inner.heads["det"]
+
+
+def merge_detections(model: nn.Module, parts: Sequence[dict]) -> dict:
+    """``merge_instances`` by the NMS rule of ``model``'s detection head."""
+    det = detection_head(model)
+    return merge_instances(parts, det.nms_iou, getattr(det, "max_det", None))
+
+
+def flip_tta_forward(model: nn.Module, batch: Mapping, gate: Mapping | None = None) -> dict:
+    """Eval outputs of ``model`` on ``batch`` combined with those of the mirrored batch; with ``gate``
+    ({"heads", "threshold"}) the gated heads' outputs are emptied where the averaged p(any) is below it
+    (``gate_passed`` added). Both passes run every head on every slice."""
+    out = dict(model(batch))
+    flipped = model({**batch, "image": batch["image"].flip(-2)})
+    for key in ("cls_prob", "seg_prob"):
+        if key in out:
+            other = flipped[key].flip(-2) if key == "seg_prob" else flipped[key]
+            out[key] = (out[key] + other) / 2
+    if "instances" in out:
+        height = batch["image"].shape[-2]
+        out["instances"] = [merge_detections(model, [a, mirror_rows(b, height)])
+                            for a, b in zip(out["instances"], flipped["instances"])]
+    if gate is not None and "cls_prob" in out:
+        keep = out["cls_prob"][:, 0] >= gate["threshold"]
+        out = gate_outputs(out, keep, gate["heads"])
+        out["gate_passed"] = keep
+    return out
