@@ -39,7 +39,8 @@ def merge_instances(parts: Sequence[dict], iou: float, max_det: int | None = Non
 
 
 def detection_head(model: nn.Module) -> nn.Module:
-    """The ``det`` head of a MultiTaskModel, also through wrappers (DDP's ``.module``, ``.model``)."""
+    """The ``det`` head of a MultiTaskModel, also through wrappers: DDP (``.module``) and the evaluation's
+    ``SlidingWindowModel`` (``.model``)."""
     inner = model
     while not hasattr(inner, "heads"):
         inner = getattr(inner, "module", None) or getattr(inner, "model", None)
