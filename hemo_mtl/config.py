@@ -101,7 +101,7 @@ DEFAULTS: dict[str, Any] = {
         "log_period": 20,  # iterations
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "deterministic": True,
-        "num_threads": 2,  # torch.set_num_threads on CPU; None = torch's default
+        "num_threads": 2,  # CPU threads of the machine, split among torchrun's local ranks; None = torch's default
         "progress": True,
     },
     "eval": {

@@ -44,6 +44,12 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def threads_per_rank(num_threads: int) -> int:
+    """CPU threads for this process when ``num_threads`` is the machine's share: split among torchrun's
+    local ranks (LOCAL_WORLD_SIZE), since more compute threads than cores only wait on each other."""
+    return max(1, int(num_threads) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the torchrun process group if the environment asks for one (idempotent)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hemo_mtl.engine import PatientGroupedSampler
+from hemo_mtl.engine.distributed import threads_per_rank
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -39,6 +40,16 @@ def test_single_process_sampler_is_a_seeded_permutation():
     assert sorted(s) == list(range(12)) and len(s) == 12
     with pytest.raises(ValueError, match="2 patients cannot be split between 3 ranks"):
         PatientGroupedSampler(["a", "a", "b"], rank=0, world_size=3)
+
+
+@pytest.mark.parametrize("local_ranks, threads, expected", [(None, 2, 2), ("1", 2, 2), ("2", 2, 1), ("3", 8, 2), ("4", 2, 1)])
+def test_cpu_threads_are_split_among_torchrun_local_ranks(monkeypatch, local_ranks, threads, expected):
+    """train.num_threads is the machine's: 2 ranks on 2 cores get 1 thread each, never 0."""
+    if local_ranks is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
+    assert threads_per_rank(threads) == expected
 
 
 def _torchrun(args, env) -> None:

@@ -17,8 +17,6 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
-# OpenMP threads that spin while waiting make a shared 2-core machine several times slower; sleep instead.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 try:
     import hemo_mtl  # noqa: F401
 except ImportError:
