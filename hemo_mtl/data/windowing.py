@@ -53,25 +53,35 @@ def _checked(center: float, width: float, spec) -> tuple[float, float]:
     return center, width
 
 
-def window_hu(hu, center: float, width: float):
-    """Map HU to [0, 1] for one window; numpy in -> float32 numpy out, tensor in -> float32 tensor out."""
+def window_hu(hu, center: float, width: float, out: np.ndarray | None = None):
+    """Map HU to [0, 1] for one window; numpy in -> float32 numpy out, tensor in -> float32 tensor out.
+    ``out`` (numpy only): a float32 array of ``hu``'s shape to write into, e.g. one channel of a stack."""
     if width <= 0:
         raise ValueError(f"window width must be > 0, got {width}")
     low = center - width / 2.0
     if isinstance(hu, torch.Tensor):
         return ((hu.float() - low) / width).clamp_(0.0, 1.0)
-    out = (np.asarray(hu, dtype=np.float32) - np.float32(low)) / np.float32(width)
+    hu = np.asarray(hu, dtype=np.float32)
+    out = np.subtract(hu, np.float32(low), out=out)
+    np.divide(out, np.float32(width), out=out)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def stack_windows(hu, windows: Sequence[str | Sequence[float]] = ("brain",)):
-    """Window one slice or volume once per window and stack the results as leading channels (C, ...)."""
+def stack_windows(hu, windows: Sequence[str | Sequence[float]] = ("brain",), axis: int = 0):
+    """Window one slice or volume once per window and stack the results as channels at ``axis``
+    (default leading: (C, ...)). Numpy writes each window straight into its channel of one array: a
+    (Z, X, Y) volume stacked at axis 1 is the model's (Z, C, X, Y) batch without a transposing copy."""
     if isinstance(windows, (str, bytes)):
         windows = (windows,)
     params = [parse_window(w) for w in windows]
     if isinstance(hu, torch.Tensor):
-        return torch.stack([window_hu(hu, c, w) for c, w in params])
-    return np.stack([window_hu(hu, c, w) for c, w in params])
+        return torch.stack([window_hu(hu, c, w) for c, w in params], dim=axis)
+    hu = np.asarray(hu, dtype=np.float32)
+    axis = axis % (hu.ndim + 1)
+    out = np.empty((*hu.shape[:axis], len(params), *hu.shape[axis:]), np.float32)
+    for i, (c, w) in enumerate(params):
+        window_hu(hu, c, w, out=out[(slice(None),) * axis + (i,)])
+    return out
 
 
 def check_hu_range(hu: np.ndarray, source: str) -> None:

@@ -269,7 +269,7 @@ class Predictor:
         """Windowed (N, C, H, W) float tensors, one per group of equal-size slices (volumes: one)."""
         if scan.kind == "hu":  # numpy windowing (in-place clip) is ~3x faster here than torch's
             vol = np.ascontiguousarray(np.moveaxis(scan.slices, 2, 0))  # (Z, X, Y): slice k = vol[:, :, k]
-            return [torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack_windows(vol, self.windows), 0, 1)))]
+            return [torch.from_numpy(stack_windows(vol, self.windows, axis=1))]  # (Z, C, X, Y)
         c = len(self.windows)
         if len({s.shape for s in scan.slices}) == 1:  # one stack: one resize, and neighbours for 2.5D
             stack = torch.from_numpy(np.stack(scan.slices).astype(np.float32) / 255.0)[:, None]

@@ -30,6 +30,20 @@ def test_stack_windows_channels():
     np.testing.assert_allclose(stacked[:, 0, 0], [1.0, 0.5, (80 + 800) / 2800], rtol=1e-6)
 
 
+
+def test_stack_windows_at_an_inner_axis_is_the_moved_leading_stack():
+    """The predictor stacks a (Z, X, Y) volume at axis 1 to get its (Z, C, X, Y) batch in one array."""
+    hu = np.random.default_rng(1).uniform(-1100, 1500, (3, 6, 5)).astype(np.float32)
+    windows = ["brain", "subdural", "bone"]
+    leading = stack_windows(hu, windows)
+    inner = stack_windows(hu, windows, axis=1)
+    assert inner.shape == (3, 3, 6, 5) and inner.flags.c_contiguous
+    np.testing.assert_array_equal(inner, np.moveaxis(leading, 0, 1))
+    for i, w in enumerate(windows):  # each channel is that window alone, bit for bit
+        np.testing.assert_array_equal(inner[:, i], window_hu(hu, *parse_window(w)))
+    torch_inner = stack_windows(torch.from_numpy(hu), windows, axis=1)
+    np.testing.assert_allclose(torch_inner.numpy(), inner, atol=1e-6)
+
 def test_parse_custom_and_errors():
     assert parse_window("custom:50,100") == (50.0, 100.0)
     assert parse_window((30, 60)) == (30.0, 60.0)
