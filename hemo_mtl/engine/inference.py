@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.tta import flip_tta_forward
+from ..models.tta import eval_forward
 from .schedules import choose_gate_threshold, gate_summary
 from .trainer import move_to_device, set_active_heads
 from .visualize import draw_panel
@@ -66,10 +66,7 @@ def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.d
         for batch in loader:
             batch = move_to_device(batch, device, channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-                if flip_tta:
-                    outputs = flip_tta_forward(model, batch, gate)
-                else:  # gated heads run only on the slices that pass
-                    outputs = model(batch) if gate is None else model(batch, gate=gate)
+                outputs = eval_forward(model, batch, gate, flip_tta)
             outputs = _to_float(outputs)
             if "cls_prob" in outputs:
                 p = outputs["cls_prob"][:, 0].float().cpu()

@@ -33,7 +33,7 @@ from ..categories import LABELS
 from ..data.dataset import context_index
 from ..data.io import DataError, load_dicom_series, load_display_image, load_nifti
 from ..data.windowing import check_hu_range, stack_windows
-from ..models.tta import flip_tta_forward, merge_detections
+from ..models.tta import eval_forward, merge_detections
 from .postprocess import clean_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -292,10 +292,7 @@ class Predictor:
         thr = self.gate_threshold
         gate = None if thr is None else {"threshold": thr, "heads": tuple(self.cascade.get("heads", ("seg", "det")))}
         batch = {"image": self._model_input(x)}
-        if self.options.flip_tta:
-            out = flip_tta_forward(self.model, batch, gate)
-        else:
-            out = dict(self.model(batch) if gate is None else self.model(batch, gate=gate))
+        out = eval_forward(self.model, batch, gate, self.options.flip_tta)
         out = {k: (v.float().cpu() if torch.is_tensor(v) and v.is_floating_point() else
                    v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
         if "instances" in out:

@@ -74,3 +74,11 @@ def flip_tta_forward(model: nn.Module, batch: Mapping, gate: Mapping | None = No
         out = gate_outputs(out, keep, gate["heads"])
         out["gate_passed"] = keep
     return out
+
+
+def eval_forward(model: nn.Module, batch: Mapping, gate: Mapping | None = None, flip_tta: bool = False) -> dict:
+    """The eval outputs that evaluation and prediction score: plain (with ``gate``, the gated heads run only
+    on the slices that pass) or ``flip_tta_forward``."""
+    if flip_tta:
+        return flip_tta_forward(model, batch, gate)
+    return dict(model(batch) if gate is None else model(batch, gate=gate))
