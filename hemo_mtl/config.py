@@ -34,6 +34,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "labels": None,  # "cls" | "boxes" | "mask": train only on slices that have this label
     "neg_fraction": None,  # keep this share of negative (any == 0) slices per epoch; None = all
     "repeat_threshold": None,  # repeat slices of subtypes rarer than this slice frequency (LVIS RFS); None = off
+    "hard_negatives": None,  # share of the kept negatives taken hardest-first (classifier p(any)); None = random
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -65,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
         "joint": {  # the joint schedule's one stage trains on all slices unless these thin or repeat them
             "neg_fraction": None,  # share of negative slices per epoch (None = all)
             "repeat_threshold": None,  # repeat-factor sampling of rare subtypes (see STAGE_DEFAULTS)
+            "hard_negatives": None,  # hard-negative share of the kept negatives (see STAGE_DEFAULTS)
         },
         "cascade": {
             "gate": ["seg", "det"],  # heads the classifier gates at evaluation
@@ -72,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
             "threshold": None,  # fixed gate threshold; None = choose on the validation split
             "neg_fraction": 0.25,  # share of negative slices det/seg see per epoch (default stages)
             "repeat_threshold": None,  # default stages: repeat-factor sampling for det/seg (see STAGE_DEFAULTS)
+            "hard_negatives": None,  # default stages: share of det/seg's negatives that the classifier scores highest
             "cls_epochs": None,  # default stages: classifier epochs (None = a third of train.epochs)
             "cls_neg_fraction": None,  # default stages: share of negatives the classifier stage sees (None = all)
         },

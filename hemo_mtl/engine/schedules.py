@@ -14,12 +14,18 @@ share of negatives). Registered in ``hemo_mtl.registry.SCHEDULES``:
 
 A stage's ``repeat_threshold`` repeats the slices of rare subtypes within its selection (repeat-factor
 sampling, ``hemo_mtl.data.sampling.repeat_factors``), redrawn each epoch.
+
+A stage's ``hard_negatives`` takes that share of its kept negatives hardest-first: the normal slices
+the current classifier scores highest for ``any`` (the trainer scores them at each epoch's start), the
+rest at random as before. In a cascade these are the normal slices that pass the gate at inference, so
+the localizers learn the mimics they will be shown (Viola-Jones' bootstrapping of a cascade stage on the
+false positives of the stages before it; OHEM for detectors), not only random normal anatomy.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,6 +64,7 @@ class Stage:
     labels: str | None = None
     neg_fraction: float | None = None
     repeat_threshold: float | None = None
+    hard_negatives: float | None = None
 
     def loss_weight(self, loss_name: str) -> float:
         """Multiplier of a raw loss: by its full name first, then by its task; 1 when not named."""
@@ -95,13 +102,14 @@ class Schedule:
         """Heads that have trained in stages 0..index: the ones worth evaluating."""
         return set().union(*(s.heads for s in self.stages[: index + 1]))
 
-    def select_indices(self, stage: Stage, has_table: pd.DataFrame, epoch: int,
-                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def select_indices(self, stage: Stage, has_table: pd.DataFrame, epoch: int, seed: int,
+                       score_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Dataset indices a stage trains on this epoch, and each one's importance weight.
 
         The weight undoes the selection's skew (1 / the share of negatives kept, 1 / a slice's repeat
         factor), so the classifier's loss, which uses it, still learns the data's share of bleeds while
-        seg/det train on the enriched selection. Raises when no slice is left."""
+        seg/det train on the enriched selection. ``score_fn(indices) -> p(any)`` ranks the negatives for
+        ``stage.hard_negatives`` (required then). Raises when no slice is left."""
         keep = np.ones(len(has_table), dtype=bool)
         if stage.labels is not None:
             keep &= has_table[LABEL_DEPTHS[stage.labels]].fillna(False).astype(bool).to_numpy()
@@ -112,9 +120,20 @@ class Schedule:
             neg = idx[~positive]
             rng = np.random.default_rng([seed, epoch, 7919])
             n_neg = int(round(stage.neg_fraction * len(neg)))
-            sampled = rng.choice(neg, size=n_neg, replace=False) if n_neg else neg[:0]
-            idx = np.concatenate([idx[positive], sampled])
-            weight = np.concatenate([np.ones(int(positive.sum())), np.full(n_neg, len(neg) / max(n_neg, 1))])
+            hard = neg[:0]
+            if stage.hard_negatives and n_neg:
+                if score_fn is None:
+                    raise ValueError(f"schedule stage {stage.name!r}: hard_negatives needs the classifier's scores")
+                scores = np.asarray(score_fn(neg), dtype=np.float64)
+                hard = neg[np.argsort(-scores, kind="stable")[:int(round(stage.hard_negatives * n_neg))]]
+            rest = np.setdiff1d(neg, hard, assume_unique=True)
+            drawn = rng.choice(rest, size=n_neg - len(hard), replace=False) if n_neg > len(hard) else neg[:0]
+            idx = np.concatenate([idx[positive], hard, drawn])
+            # Horvitz-Thompson: a hard negative is kept for sure (weight 1), a drawn one stands for the
+            # len(rest) / len(drawn) it was drawn from; both sum to len(neg), so the classifier's loss
+            # still estimates the full data's and is not taught that mimic-like slices are rarely bleeds
+            weight = np.concatenate([np.ones(int(positive.sum()) + len(hard)),
+                                     np.full(len(drawn), len(rest) / max(len(drawn), 1))])
             order = np.argsort(idx, kind="stable")
             idx, weight = idx[order], weight[order]
         if stage.repeat_threshold and len(idx):
@@ -160,6 +179,13 @@ def _stage(spec: Mapping, index: int, model_heads: Sequence[str]) -> Stage:
     repeat = spec.get("repeat_threshold")
     if repeat is not None and not 0 < float(repeat) <= 1:
         raise ConfigError(f"schedule.stages[{index}].repeat_threshold must be in (0, 1], got {repeat}")
+    hard = spec.get("hard_negatives")
+    if hard is not None and not 0 <= float(hard) <= 1:
+        raise ConfigError(f"schedule.stages[{index}].hard_negatives must be in [0, 1], got {hard}")
+    if hard and (neg is None or "cls" not in model_heads):
+        raise ConfigError(f"schedule.stages[{index}].hard_negatives ranks the negatives that neg_fraction keeps by "
+                          f"the classifier's p(any): it needs neg_fraction (got {neg}) and a cls head "
+                          f"(model heads: {sorted(model_heads)})")
     return Stage(
         name=str(spec.get("name") or f"stage{index}"),
         epochs=epochs,
@@ -169,6 +195,7 @@ def _stage(spec: Mapping, index: int, model_heads: Sequence[str]) -> Stage:
         labels=labels,
         neg_fraction=None if neg is None else float(neg),
         repeat_threshold=None if repeat is None else float(repeat),
+        hard_negatives=float(hard) if hard else None,
     )
 
 
@@ -218,7 +245,8 @@ def cascade(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
              "neg_fraction": ccfg.get("cls_neg_fraction")},
             {"name": "localizers", "epochs": int(epochs) - cls_epochs, "heads": ["cls", *gate_heads],
              "labels": "boxes" if "det" in gate_heads else "mask",
-             "neg_fraction": ccfg.get("neg_fraction", 0.25), "repeat_threshold": ccfg.get("repeat_threshold")},
+             "neg_fraction": ccfg.get("neg_fraction", 0.25), "repeat_threshold": ccfg.get("repeat_threshold"),
+             "hard_negatives": ccfg.get("hard_negatives")},
         ]
     target = float(ccfg.get("target_sensitivity", 0.95))
     if not 0 < target <= 1:

@@ -254,14 +254,15 @@ class Trainer:
         """This epoch's loader over the stage's slices, seeded by (seed, epoch, rank)."""
         stage = self.stage
         dataset, pids = self.train_set, list(getattr(self.train_set, "patient_ids", range(len(self.train_set))))
+        if hasattr(self.train_set, "set_epoch"):  # per-epoch augmentation seeds (hard negatives are scored as seen)
+            self.train_set.set_epoch(epoch)
         if stage.labels is not None or stage.neg_fraction is not None or stage.repeat_threshold:
             table = getattr(self.train_set, "has_table", None)
             if table is None:
                 raise ValueError(f"stage {stage.name!r} filters slices but the dataset has no has_table")
-            idx, weight = self.schedule.select_indices(stage, table, epoch, self.seed)
+            idx, weight = self.schedule.select_indices(stage, table, epoch, self.seed,
+                                                       score_fn=self.classifier_scores if stage.hard_negatives else None)
             dataset, pids = DatasetView(self.train_set, idx, weight=weight), [pids[i] for i in idx]
-        if hasattr(self.train_set, "set_epoch"):  # per-epoch augmentation seeds
-            self.train_set.set_epoch(epoch)
         sampler = PatientGroupedSampler(pids, shuffle=True, seed=self.seed, rank=self.dist.rank,
                                         world_size=self.dist.world_size)
         sampler.set_epoch(epoch)
@@ -272,6 +273,30 @@ class Trainer:
             worker_init_fn=worker_init, generator=torch.Generator().manual_seed(seed),
             pin_memory=self.device.type == "cuda",
         )
+
+    @torch.no_grad()
+    def classifier_scores(self, indices: np.ndarray) -> np.ndarray:
+        """The current classifier's p(any) on training slices ``indices``, as this epoch augments them:
+        what ``Stage.hard_negatives`` ranks by. Eval mode, cls head only; the loader has its own
+        generator, and the scores depend only on the weights at the epoch's start, which a checkpoint
+        restores, so resuming stays exact. Every rank scores all of them and so picks the same slices."""
+        model = unwrap(self.model)
+        was_training = model.training
+        model.eval()
+        set_active_heads(model, {"cls"})
+        loader = DataLoader(DatasetView(self.train_set, np.asarray(indices)), batch_size=4 * self.batch_size,
+                            num_workers=self.num_workers, collate_fn=self.collate_fn,
+                            generator=torch.Generator().manual_seed(0))
+        scores = []
+        try:
+            for batch in loader:
+                batch = move_to_device(batch, self.device, self.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    scores.append(model({"image": batch["image"]})["cls_prob"][:, 0].float().cpu())
+        finally:
+            set_active_heads(model, self.stage.heads)
+            model.train(was_training)
+        return torch.cat(scores).numpy() if scores else np.zeros(0)
 
     # -- loop ----------------------------------------------------------------------------------------
 

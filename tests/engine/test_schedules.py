@@ -248,3 +248,46 @@ def test_joint_and_default_cascade_stages_take_slice_selection_options():
     assert cls_stage.neg_fraction == 0.3 and loc.neg_fraction == 0.2 and loc.epochs == 3
     with pytest.raises(ConfigError, match=r"neg_fraction must be in \[0, 1\]"):
         build_schedule({"name": "cascade", "cascade": {"cls_neg_fraction": 1.5}}, 3, ["cls", "seg"])
+
+
+def test_hard_negatives_take_the_classifier_s_highest_scored_negatives_first():
+    # 40 slices: 10 bleeds, 30 normal; the stage keeps half of the normal ones (15), 40% of those (6) hardest-first
+    n = 40
+    table = pd.DataFrame({"has_cls": True, "has_mask": True, "has_boxes": True, "any": [1] * 10 + [0] * 30})
+    p_any = pd.Series(np.random.default_rng(5).random(n))  # the classifier's score of each slice
+    asked = []
+
+    def score_fn(indices):
+        asked.append(np.asarray(indices).copy())
+        return p_any[indices].to_numpy()
+
+    def schedule(hard):
+        return build_schedule({"name": "cascade", "cascade": {"cls_epochs": 1, "neg_fraction": 0.5,
+                                                              "hard_negatives": hard}}, 3, ["cls", "seg"])
+    sched = schedule(0.4)
+    stage = sched.stages[1]
+    assert stage.hard_negatives == 0.4 and sched.stages[0].hard_negatives is None
+    idx, weight = sched.select_indices(stage, table, epoch=1, seed=0, score_fn=score_fn)
+    assert np.array_equal(asked[-1], np.arange(10, 40))  # only the normal slices are scored
+    hardest = set(p_any[10:].nlargest(6).index)
+    negatives = set(idx) - set(range(10))
+    assert set(range(10)) <= set(idx) and len(negatives) == 15 and hardest <= negatives
+    # weights: bleeds and hard negatives 1 (kept for sure), each drawn one stands for (30 - 6) / 9 normal slices
+    is_hard = np.isin(idx, list(hardest))
+    assert np.all(weight[(idx < 10) | is_hard] == 1.0) and weight[(idx >= 10) & ~is_hard] == pytest.approx(24 / 9)
+    assert weight[idx >= 10].sum() == pytest.approx(30)
+    other = set(sched.select_indices(stage, table, epoch=2, seed=0, score_fn=score_fn)[0]) - set(range(10))
+    assert hardest <= other and other != negatives  # the random rest is redrawn each epoch
+    # all hard: exactly the 15 highest; none: the plain random draw, scores unused
+    all_hard = schedule(1.0)
+    assert set(all_hard.select_indices(all_hard.stages[1], table, 1, 0, score_fn)[0]) == \
+        set(range(10)) | set(p_any[10:].nlargest(15).index)
+    plain = schedule(None)
+    assert np.array_equal(plain.select_indices(plain.stages[1], table, 1, 0, score_fn)[0],
+                          plain.select_indices(plain.stages[1], table, 1, 0)[0])
+    with pytest.raises(ValueError, match="hard_negatives needs the classifier's scores"):
+        sched.select_indices(stage, table, epoch=1, seed=0)
+    with pytest.raises(ConfigError, match=r"hard_negatives must be in \[0, 1\]"):
+        schedule(1.5)
+    with pytest.raises(ConfigError, match="it needs neg_fraction"):
+        build_schedule({"name": "curriculum", "stages": [{"heads": ["cls"], "hard_negatives": 0.5}]}, 2, ["cls"])

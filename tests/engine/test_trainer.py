@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,10 +38,14 @@ CURRICULUM = {"name": "curriculum", "stages": [
 ]}
 
 
+HARD_NEGATIVES = {"name": "cascade", "cascade": {"cls_epochs": 1, "neg_fraction": 0.5, "hard_negatives": 0.5}}
+
+
 @pytest.mark.parametrize("schedule_cfg,extra", [
     ({"name": "joint"}, {"ema": {"enabled": True, "decay": 0.9, "tau": 0.0}}),
     (CURRICULUM, {"accum_steps": 2, "optimizer": "sgd"}),
-], ids=["joint-ema", "curriculum-accum-sgd"])
+    (HARD_NEGATIVES, {}),
+], ids=["joint-ema", "curriculum-accum-sgd", "cascade-hard-negatives"])
 def test_resume_is_exact(tmp_path, schedule_cfg, extra):
     straight = make_trainer(tmp_path / "a", schedule_cfg, **extra)
     straight.train()
@@ -193,3 +198,19 @@ def test_pcgrad_receives_one_gradient_source_per_task(tmp_path):
     trainer.run_step(batch, last_in_epoch=True)
     assert sorted(seen[0]) == ["cls", "seg"]
     assert seen[0]["seg"] == pytest.approx(1.5 * float(losses["loss_seg"]), rel=1e-5)
+
+
+def test_classifier_scores_are_the_eval_p_any_and_leave_the_trainer_as_it_was(tmp_path):
+    data = ToyDataset(noise=0.0)
+    trainer = make_trainer(tmp_path, HARD_NEGATIVES, epochs=2, dataset=data)
+    trainer.train(until_epoch=1)
+    trainer._enter_stage(1)
+    trainer._train_mode()
+    indices = np.array([0, 3, 5, 6, 11, 20, 21])
+    scores = trainer.classifier_scores(indices)
+    assert trainer.model.training and trainer.model.active == {"cls", "seg"}
+    model = copy.deepcopy(trainer.model).eval()
+    model.set_active_heads({"cls"})
+    with torch.no_grad():
+        want = model({"image": torch.stack([data[i]["image"] for i in indices])})["cls_prob"][:, 0]
+    assert scores == pytest.approx(want.numpy(), abs=1e-6)
