@@ -274,29 +274,23 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
-    @torch.no_grad()
     def classifier_scores(self, indices: np.ndarray) -> np.ndarray:
         """The current classifier's p(any) on training slices ``indices``, as this epoch augments them:
-        what ``Stage.hard_negatives`` ranks by. Eval mode, cls head only; the loader has its own
-        generator, and the scores depend only on the weights at the epoch's start, which a checkpoint
-        restores, so resuming stays exact. Every rank scores all of them and so picks the same slices."""
-        model = unwrap(self.model)
-        was_training = model.training
-        model.eval()
-        set_active_heads(model, {"cls"})
+        what ``Stage.hard_negatives`` ranks by. The evaluation's cls-only pass (``run_inference``, as the
+        cascade gate's probe); the loader has its own generator, and the scores depend only on the
+        weights at the epoch's start, which a checkpoint restores, so resuming stays exact. Every rank
+        scores all of them and so picks the same slices."""
+        from .inference import run_inference  # engine.inference imports this module
+
         loader = DataLoader(DatasetView(self.train_set, np.asarray(indices)), batch_size=4 * self.batch_size,
                             num_workers=self.num_workers, collate_fn=self.collate_fn,
                             generator=torch.Generator().manual_seed(0))
-        scores = []
+        model = unwrap(self.model)
         try:
-            for batch in loader:
-                batch = move_to_device(batch, self.device, self.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                    scores.append(model({"image": batch["image"]})["cls_prob"][:, 0].float().cpu())
+            return run_inference(model, loader, None, self.device, heads={"cls"}, amp=self.amp,
+                                 channels_last=self.channels_last).p_any
         finally:
             set_active_heads(model, self.stage.heads)
-            model.train(was_training)
-        return torch.cat(scores).numpy() if scores else np.zeros(0)
 
     # -- loop ----------------------------------------------------------------------------------------
 
