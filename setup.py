@@ -16,7 +16,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["hemo_mtl", "hemo_mtl.*", "converters", "converters.*"]),
     install_requires=[
-        # torch/torchvision: ranges that include 2.14.1 / 0.29.1 (see ../shared/PITFALLS.md)
+        # Lower bounds: the oldest release whose API the code uses. Upper bounds only where a newer
+        # release is known to break it. constraints.txt pins the exact set the tests passed with.
+        # torch/torchvision: the CUDA builds 2.14.1 / 0.29.1 are the newest tested pair.
         "torch>=2.2,<2.15",
         "torchvision>=0.17,<0.30",
         "numpy>=1.24",
@@ -26,8 +28,8 @@ setup(
         "pillow>=10.0",
         "nibabel>=5.0",
         "pydicom>=2.4",
-        "opencv-python-headless>=4.8",
-        "albumentations>=1.4",
+        "opencv-python-headless>=4.8",  # 5.x warps > 4 channels in chunks (differences ~1e-8)
+        "albumentations>=2.0",  # 1.x lacks: Affine(fill=, fill_mask=), PadIfNeeded(fill=)
         "pycocotools>=2.0.7",
         "faster-coco-eval>=1.6",
         "scikit-learn>=1.3",
@@ -41,6 +43,6 @@ setup(
     extras_require={
         "dev": ["pytest>=7.4", "pytest-xdist>=3.5"],
         # ultralytics is AGPL-3.0: optional, imported lazily, never required by the core.
-        "yolo": ["ultralytics>=8.3"],
+        "yolo": ["ultralytics>=8.3,<9"],  # its Segment head and v8SegmentationLoss are internal API
     },
 )
