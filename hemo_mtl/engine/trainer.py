@@ -209,14 +209,17 @@ class Trainer:
         if not params:
             raise ValueError(f"schedule stage {first.name!r} freezes every parameter of the model")
         self._param_ids = {id(p) for p in params}
-        groups = [{"params": params, "name": f"stage:{first.name}"}]
-        if isinstance(self.balancer, nn.Module):  # learnable weights not already in the model (no decay)
-            extra = [p for p in self.balancer.parameters() if id(p) not in self._param_ids]
-            known = {id(p) for p in unwrap(self.model).parameters()}
-            extra = [p for p in extra if id(p) not in known]
-            if extra:
-                self._param_ids |= {id(p) for p in extra}
-                groups.append({"params": extra, "weight_decay": 0.0, "name": "balancer"})
+        no_decay = self._balancer_param_ids()
+        groups = [{"params": [p for p in params if id(p) not in no_decay], "name": f"stage:{first.name}"}]
+        # The balancer's learnable task weights (log-variances) are never decayed: decay would pull every
+        # task's weight towards exp(0) = 1, which is the balancing the balancer is there to replace.
+        balancer = [p for p in params if id(p) in no_decay]
+        known = {id(p) for p in unwrap(self.model).parameters()}
+        if isinstance(self.balancer, nn.Module):  # a balancer outside the model
+            balancer += [p for p in self.balancer.parameters() if id(p) not in known]
+        if balancer:
+            self._param_ids |= {id(p) for p in balancer}
+            groups.append({"params": balancer, "weight_decay": 0.0, "name": "balancer"})
         if name == "adamw":
             return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
         if name == "adam":
@@ -224,6 +227,11 @@ class Trainer:
         if name == "sgd":
             return torch.optim.SGD(groups, lr=lr, weight_decay=wd, momentum=float(self.cfg.get("momentum", 0.9)))
         raise ValueError(f"train.optimizer must be adamw, adam or sgd, got {name!r}")
+
+    def _balancer_param_ids(self) -> set[int]:
+        """ids of the loss balancer's learnable parameters, wherever the balancer lives."""
+        owners = [self.balancer, getattr(unwrap(self.model), "balancer", None)]
+        return {id(p) for m in owners if isinstance(m, nn.Module) for p in m.parameters()}
 
     def _enter_stage(self, index: int) -> None:
         """Apply a stage: active heads, frozen prefixes, a param group for newly trained parameters."""
@@ -237,9 +245,14 @@ class Trainer:
             if p.requires_grad and id(p) not in self._param_ids:
                 new.append(p)
                 self._param_ids.add(id(p))
-        if new:
-            self.optimizer.add_param_group({"params": new, "name": f"stage:{stage.name}",
-                                            "lr": float(self.cfg.get("lr", 1e-3))})
+        no_decay = self._balancer_param_ids()
+        lr = float(self.cfg.get("lr", 1e-3))
+        decayed = [p for p in new if id(p) not in no_decay]
+        if decayed:
+            self.optimizer.add_param_group({"params": decayed, "name": f"stage:{stage.name}", "lr": lr})
+        if len(decayed) < len(new):
+            self.optimizer.add_param_group({"params": [p for p in new if id(p) in no_decay], "lr": lr,
+                                            "weight_decay": 0.0, "name": f"balancer:{stage.name}"})
         if self.stage_index != index:
             self.stage_index, self.stage_iter = index, 0
 

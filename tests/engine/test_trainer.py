@@ -214,3 +214,25 @@ def test_classifier_scores_are_the_eval_p_any_and_leave_the_trainer_as_it_was(tm
     with torch.no_grad():
         want = model({"image": torch.stack([data[i]["image"] for i in indices])})["cls_prob"][:, 0]
     assert scores == pytest.approx(want.numpy(), abs=1e-6)
+
+
+@pytest.mark.parametrize("inside_model", [True, False], ids=["balancer-in-model", "balancer-beside-model"])
+def test_balancer_log_variances_are_never_decayed(tmp_path, inside_model):
+    """Kendall log-variances get weight_decay 0 wherever the balancer lives; the model's weights keep it."""
+    from hemo_mtl.models import LossBalancer
+
+    torch.manual_seed(0)
+    model = ToyModel()
+    balancer = LossBalancer({"loss_cls": "cls", "loss_seg": "seg"}, "uncertainty")
+    if inside_model:
+        model.balancer = balancer
+    cfg = {**copy.deepcopy(DEFAULTS["train"]), "weight_decay": 0.1}
+    trainer = Trainer(model, ToyDataset(), schedule=build_schedule({"name": "joint"}, 1, ["cls", "seg"]),
+                      train_cfg=cfg, batch_size=4, collate_fn=collate_samples, seed=3, output_dir=tmp_path,
+                      balancer=balancer)
+    decay_of = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    log_vars = list(balancer.parameters())
+    assert log_vars and all(decay_of[id(p)] == 0.0 for p in log_vars)
+    others = [p for n, p in model.named_parameters() if not n.startswith("balancer.")]
+    assert others and all(decay_of[id(p)] == 0.1 for p in others)
+    assert len(decay_of) == len({id(p) for p in [*others, *log_vars]})  # each parameter in one group
