@@ -1,4 +1,4 @@
-"""Issue 7's acceptance check, end to end: the README demo's checkpoint on phantom scans it never saw.
+"""End to end: the README demo's checkpoint measures bleed volumes on phantom scans it never saw.
 
 `configs/demo.yaml` trains as-is (minutes on 2 CPU cores, hence ``slow``); `tools/make_phantom.py` writes
 fresh scans with another seed; `tools/predict.py` writes mask.nii.gz + summary.json. The masks must keep

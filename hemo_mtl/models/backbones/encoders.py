@@ -17,8 +17,8 @@ Weights are loaded into the 3-channel model first; a 1- or 2-channel input then 
 adapted from the pretrained kernel (timm's ``adapt_input_conv``: summed for 1 channel), so a single HU
 window still benefits from ImageNet features.
 
-Norms stay trainable BatchNorm (PITFALLS: torchvision's FrozenBatchNorm with random init does not
-normalise at all and Mask R-CNN losses blow up).
+Norms stay trainable BatchNorm: torchvision's FrozenBatchNorm with random init does not normalise at
+all, and Mask R-CNN losses blow up to NaN within a few steps.
 """
 from __future__ import annotations
 

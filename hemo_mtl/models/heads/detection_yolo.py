@@ -1,7 +1,7 @@
 """YOLOv8-style instance segmentation on the shared FPN: ultralytics' ``Segment`` head and its loss.
 
 Optional: needs the ``yolo`` extra (``pip install hemo-mtl[yolo]``; ultralytics is AGPL-3.0), imported
-only when this head is built. Wiring (PITFALLS.md): ``head.stride`` is set and ``bias_init()`` called
+only when this head is built. Wiring (what ultralytics expects of its host model): ``head.stride`` is set and ``bias_init()`` called
 *before* ``v8SegmentationLoss`` is built (it copies the stride); the loss reads ``.args`` (box, cls,
 dfl, overlap_mask), ``.model[-1]`` and ``.parameters()`` from a small host object; targets go in as
 ``batch_idx`` (N,), ``cls`` (N,1) 0-based, ``bboxes`` normalised xywh, ``masks`` (N,H,W) 0/1 with

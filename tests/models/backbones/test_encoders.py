@@ -40,7 +40,7 @@ def test_norms_are_trainable_batchnorm_not_frozen():
 
 def test_any_timm_features_only_model_by_prefix_and_clear_error_for_wrong_strides():
     encoder = build_encoder("timm/resnet18", in_chans=1)
-    assert encoder.channels == [64, 128, 256, 512]  # PITFALLS: timm resnet18 features_only
+    assert encoder.channels == [64, 128, 256, 512]  # timm resnet18 features_only: strides 4..32
     with pytest.raises(ValueError, match="strides"):
         build_encoder("timm/vit_tiny_patch16_224", in_chans=1)
 
