@@ -3,7 +3,8 @@
 pycocotools encodes whole images (column-major). Encoding a small component through a full-size
 canvas costs a full-image scan per component, so ``encode_crop`` computes the run boundaries of the
 cropped component directly in full-image coordinates and lets pycocotools compress them.
-``string_counts`` decodes a compressed ``counts`` string in pure Python so that validation can check
+``encode_masks`` is the one place whole masks (a stack of them) become COCO RLE dicts with ``str``
+counts, for evaluation records and predicted detections alike. ``string_counts`` decodes a compressed ``counts`` string in pure Python so that validation can check
 a user's RLE *before* handing it to pycocotools, whose C decoder does not bounds-check.
 """
 from __future__ import annotations
@@ -75,3 +76,19 @@ def to_rle(segmentation, height: int, width: int) -> dict:
 def decode(segmentation, height: int, width: int) -> np.ndarray:
     """uint8 (height, width) mask of any COCO segmentation (what ``COCO.annToMask`` returns)."""
     return mask_utils.decode(to_rle(segmentation, height, width))
+
+
+def encode_masks(masks, threshold: float | None = None) -> list[dict]:
+    """(N, H, W) (or (N, 1, H, W)) binary masks, numpy or torch -> COCO RLEs with str counts;
+    ``threshold``: probability masks, foreground where the value is > it."""
+    m = masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)
+    if m.ndim == 4:
+        m = m[:, 0]
+    if len(m) == 0:
+        return []
+    if threshold is not None:
+        m = m > threshold
+    rles = mask_utils.encode(np.asfortranarray(m.astype(np.uint8).transpose(1, 2, 0)))
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    return rles

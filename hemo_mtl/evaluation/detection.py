@@ -283,18 +283,12 @@ def froc_2d(gt: Mapping, results: Sequence[Mapping], *, iou_threshold: float = 0
 
 def _annotation_mask(ann: Mapping, image: Mapping) -> np.ndarray:
     """Binary mask of a COCO annotation; its box when it has no segmentation."""
-    from pycocotools import mask as mask_utils
+    from converters.rle import decode
 
     h, w = int(image["height"]), int(image["width"])
     seg = ann.get("segmentation")
     if seg:
-        if isinstance(seg, list):
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-        elif isinstance(seg.get("counts"), list):
-            rle = mask_utils.frPyObjects(seg, h, w)
-        else:
-            rle = seg
-        return mask_utils.decode(rle)
+        return decode(seg, h, w)
     m = np.zeros((h, w), np.uint8)
     x, y, bw, bh = ann["bbox"]
     m[int(math.floor(y)):int(math.ceil(y + bh)), int(math.floor(x)):int(math.ceil(x + bw))] = 1

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from converters.rle import encode_masks
 from pycocotools import mask as mask_utils
 
 from ..categories import coco_categories
@@ -30,21 +31,6 @@ def _np(x) -> np.ndarray:
 def _xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, np.float64).reshape(-1, 4)
     return np.c_[b[:, :2], b[:, 2:] - b[:, :2]]
-
-
-def encode_masks(masks, threshold: float | None = None) -> list[dict]:
-    """(N, H, W) (or (N, 1, H, W)) masks -> COCO RLEs with str counts; ``threshold``: keep > it."""
-    m = _np(masks)
-    if m.ndim == 4:
-        m = m[:, 0]
-    if threshold is not None:
-        m = m > threshold
-    if len(m) == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(m.astype(np.uint8).transpose(1, 2, 0)))
-    for r in rles:
-        r["counts"] = r["counts"].decode("ascii")
-    return rles
 
 
 @dataclass

@@ -15,8 +15,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from converters.rle import encode_masks
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from ..atomic import atomic_write_json
 from ..categories import LABELS, SUBTYPES
@@ -44,8 +44,7 @@ def coco_results(instances: list[dict]) -> list[dict]:
     results = []
     for k, inst in enumerate(instances):
         for box, label, score, m in zip(inst["boxes"], inst["labels"], inst["scores"], inst["masks"]):
-            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
+            rle = encode_masks(m[None])[0]
             x0, y0, x1, y1 = (float(v) for v in box)
             results.append({"image_id": k + 1, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0],
                             "score": float(score), "segmentation": rle})

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..categories import LABELS
 from ..data.dataset import context_index
+from ..data.patches import window_grid
 from ..data.io import DataError, load_dicom_series, load_display_image, load_nifti
 from ..data.windowing import check_hu_range, stack_windows
 from ..models.tta import eval_forward, merge_detections
@@ -319,28 +320,25 @@ class Predictor:
         n, _, h, w = x.shape
         ph, pw = max(h, p), max(w, p)
         x = F.pad(x, (0, pw - w, 0, ph - h))
-        tops = sorted({*range(0, ph - p + 1, s), ph - p})
-        lefts = sorted({*range(0, pw - p + 1, s), pw - p})
         seg = cnt = cls = None
         boxes = [[] for _ in range(n)]
-        for top in tops:
-            for left in lefts:
-                out = self._run_batches(x[..., top:top + p, left:left + p])
-                if "seg_prob" in out:
-                    if seg is None:
-                        seg = torch.zeros(n, out["seg_prob"].shape[1], ph, pw)
-                        cnt = torch.zeros(1, 1, ph, pw)
-                    seg[..., top:top + p, left:left + p] += out["seg_prob"]
-                    cnt[..., top:top + p, left:left + p] += 1
-                if "cls_prob" in out:
-                    cls = out["cls_prob"] if cls is None else torch.maximum(cls, out["cls_prob"])
-                for i, inst in enumerate(out.get("instances", [])):
-                    m = inst["masks"].reshape(len(inst["boxes"]), p, p) if len(inst["boxes"]) else torch.zeros(0, p, p)
-                    full = torch.zeros(len(m), ph, pw)
-                    full[:, top:top + p, left:left + p] = m
-                    shift = torch.tensor([left, top, left, top], dtype=torch.float32)
-                    boxes[i].append({"boxes": inst["boxes"] + shift, "labels": inst["labels"],
-                                     "scores": inst["scores"], "masks": full})
+        for top, left in window_grid(ph, pw, p, s):
+            out = self._run_batches(x[..., top:top + p, left:left + p])
+            if "seg_prob" in out:
+                if seg is None:
+                    seg = torch.zeros(n, out["seg_prob"].shape[1], ph, pw)
+                    cnt = torch.zeros(1, 1, ph, pw)
+                seg[..., top:top + p, left:left + p] += out["seg_prob"]
+                cnt[..., top:top + p, left:left + p] += 1
+            if "cls_prob" in out:
+                cls = out["cls_prob"] if cls is None else torch.maximum(cls, out["cls_prob"])
+            for i, inst in enumerate(out.get("instances", [])):
+                m = inst["masks"].reshape(len(inst["boxes"]), p, p) if len(inst["boxes"]) else torch.zeros(0, p, p)
+                full = torch.zeros(len(m), ph, pw)
+                full[:, top:top + p, left:left + p] = m
+                shift = torch.tensor([left, top, left, top], dtype=torch.float32)
+                boxes[i].append({"boxes": inst["boxes"] + shift, "labels": inst["labels"],
+                                 "scores": inst["scores"], "masks": full})
         result: dict = {}
         if cls is not None:
             result["cls_prob"] = cls

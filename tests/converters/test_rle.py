@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 
 from converters.rle import decode, encode_crop, string_counts
@@ -67,3 +68,18 @@ def test_decode_accepts_all_segmentation_forms():
     polygon = [[2, 1, 4, 1, 4, 4, 2, 4]]
     for seg in (as_str, uncompressed, polygon):
         assert np.array_equal(decode(seg, 6, 5).astype(bool), full)
+
+
+def test_encode_masks_equals_pycocotools_per_mask():
+    """The one stacked encoder (evaluation records, predicted detections) against pycocotools mask by mask."""
+    from converters.rle import encode_masks
+
+    rng = np.random.default_rng(3)
+    probs = rng.random((3, 1, 9, 7)).astype(np.float32)
+    for threshold, want_masks in [(0.5, probs[:, 0] > 0.5), (None, (probs[:, 0] > 0.5).astype(np.uint8))]:
+        given = probs if threshold is not None else want_masks
+        got = encode_masks(torch.from_numpy(np.asarray(given)), threshold)
+        for rle, m in zip(got, want_masks):
+            want = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            assert rle["size"] == [9, 7] and rle["counts"] == want["counts"].decode("ascii")
+    assert encode_masks(np.zeros((0, 4, 4), np.uint8)) == []
