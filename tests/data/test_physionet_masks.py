@@ -2,7 +2,7 @@
 import numpy as np
 from PIL import Image
 
-from hemo_mtl.categories import CATEGORY_IDS
+from hemo_mtl.categories import CATEGORY_IDS, UNKNOWN_SUBTYPE
 from hemo_mtl.data.io import read_slice
 from hemo_mtl.data.manifest import rows_to_frame
 from hemo_mtl.data.sources import scan_source
@@ -43,8 +43,7 @@ def test_empty_mask_rule_per_patient_folder(tmp_path):
     masks = make_release(tmp_path)
     scan = scan_source("physionet", tmp_path)
     frame = rows_to_frame(scan.rows).set_index(["patient_id", "slice_idx"])
-    assert len(frame) == 7
-    assert [s["reason"] for s in scan.skipped if "several subtypes" not in s["reason"]] == []
+    assert len(frame) == 7 and scan.skipped == []
     # masked patient: No_Hemorrhage slices have an empty mask (real supervision), read as all zeros
     for s in (1, 5):
         row = frame.loc[("049", s - 1)]
@@ -59,9 +58,32 @@ def test_empty_mask_rule_per_patient_folder(tmp_path):
     # a bleed slice without a mask file: no mask (absent, not empty)
     row = frame.loc[("049", 2)]
     assert row["any"] == 1 and not row["has_mask"] and row["mask"] == ""
+    # several subtypes (IVH + IPH): the binary mask is kept as "bleed, subtype unknown", without boxes
+    row = frame.loc[("049", 3)]
+    assert row["has_mask"] and not row["has_boxes"] and row["mask"].endswith(f"4_HGE_Seg.jpg@{UNKNOWN_SUBTYPE}")
+    assert np.array_equal(read_slice(row["mask"], "mask"), (masks[49, 4] > 0) * UNKNOWN_SUBTYPE)
     # a patient without any mask file: no masks at all, bleed or not
     assert not frame.loc["050"]["has_mask"].any()
-    assert "1 of 2 patient folders" in " ".join(scan.notes)
+    notes = " ".join(scan.notes)
+    assert "1 of 2 patient folders" in notes and "1 masks on slices with several subtypes" in notes
+
+
+def test_unknown_subtype_mask_through_the_dataset(tmp_path):
+    """Resize and augmentation carry the unknown-subtype value (nearest neighbour); no boxes come of it."""
+    from hemo_mtl.data.dataset import HemorrhageDataset
+
+    masks = make_release(tmp_path)
+    frame = rows_to_frame(scan_source("physionet", tmp_path).rows)
+    aug = {"rotate": 30.0, "p_affine": 1.0, "scale": (0.8, 1.2)}
+    for train in (False, True):
+        ds = HemorrhageDataset(frame, patients=["049"], image_size=48, train=train, augment=aug)
+        row = int(ds.frame.index[ds.frame["slice_idx"] == 3][0])
+        sample = ds[row]
+        values = set(sample["mask"].unique().tolist())
+        assert values == {0, UNKNOWN_SUBTYPE}, (train, values)
+        assert sample["has"]["mask"] and not sample["has"]["boxes"] and len(sample["boxes"]) == 0
+        if not train:  # 24 -> 48 px nearest: each pixel becomes 2x2
+            assert int((sample["mask"] == UNKNOWN_SUBTYPE).sum()) == 4 * int((masks[49, 4] > 0).sum())
 
 
 def test_mask_contradicting_its_label_is_reported_not_used(tmp_path):
