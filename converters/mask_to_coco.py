@@ -8,6 +8,11 @@ IoU < ``min_polygon_iou`` (a guard: a hole-free corner-traced outline has IoU 1)
 becomes an image entry, negatives included, because detectors must see normal brain. Components
 smaller than ``min_area`` are left out *and reported*.
 
+Pixels of unknown subtype (``UNKNOWN_SUBTYPE``: a binary mask on a slice with several subtypes)
+give no annotation, since the five category ids are fixed and a box needs its category; the image
+entry keeps ``unknown_subtype_pixels`` (their count) so a consumer can leave that image out of
+detector training (without it the slice would look bleed-free), and the report lists it.
+
 Speed: the slice is cropped to its bleed, each subtype to its own box, and each subtype is traced
 once for all its components; pixels are labelled (``cv2.connectedComponents``) only when a
 component needs them (RLE, ``with_mask``), empty slices return at once.
@@ -24,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from hemo_mtl import __version__
-from hemo_mtl.categories import CATEGORY_NAMES, SUBTYPES, coco_categories
+from hemo_mtl.categories import CATEGORY_NAMES, SUBTYPES, UNKNOWN_SUBTYPE, coco_categories
 
 from .polygons import Outline, trace_outlines
 from .rle import encode_crop
@@ -40,11 +45,13 @@ RLE_DEGENERATE = "degenerate_polygon"
 RLE_LOW_IOU = "polygon_iou_below_min"
 
 
-def as_label_mask(mask: np.ndarray, where: str = "mask", ndim: int | None = None) -> np.ndarray:
+def as_label_mask(mask: np.ndarray, where: str = "mask", ndim: int | None = None,
+                  unknown_ok: bool = False) -> np.ndarray:
     """Check a subtype label mask and return it as uint8.
 
     Accepts integer/bool arrays and float arrays holding whole numbers (``nibabel.get_fdata``);
-    raises ValueError naming ``where`` for other dimensions, dtypes or values outside 0..5.
+    raises ValueError naming ``where`` for other dimensions, dtypes or values outside 0..5
+    (0..``UNKNOWN_SUBTYPE`` with ``unknown_ok``).
     """
     mask = np.asarray(mask)
     if ndim is not None and mask.ndim != ndim:
@@ -57,8 +64,9 @@ def as_label_mask(mask: np.ndarray, where: str = "mask", ndim: int | None = None
     if mask.size:
         lo = 0 if mask.dtype.kind in "bu" else mask.min()  # one pass fewer for unsigned masks
         hi = mask.max()
-        if lo < 0 or hi > NUM_CLASSES:
-            raise ValueError(f"{where}: label values must be 0..{NUM_CLASSES}, found {lo}..{hi}")
+        top = UNKNOWN_SUBTYPE if unknown_ok else NUM_CLASSES
+        if lo < 0 or hi > top:
+            raise ValueError(f"{where}: label values must be 0..{top}, found {lo}..{hi}")
     return mask.astype(np.uint8, copy=False)
 
 
@@ -68,6 +76,7 @@ class SliceInstances:
 
     instances: list[dict]
     below_min_area: list[dict]
+    unknown_subtype_pixels: int = 0  # bleed pixels of unknown subtype: no instance
 
 
 @dataclass
@@ -82,6 +91,7 @@ class ExportReport:
     below_min_area: list[dict] = field(default_factory=list)  # image_id, category_id, area, bbox
     rle_reasons: list[dict] = field(default_factory=list)  # image_id, annotation_id, category_id, reason
     holes_filled: list[dict] = field(default_factory=list)  # seg_format="polygon" only
+    unknown_subtype: list[dict] = field(default_factory=list)  # image_id, pixels: bleed without annotation
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +108,9 @@ class ExportReport:
         )
         if self.holes_filled:
             text += f"; {len(self.holes_filled)} polygons with holes filled"
+        if self.unknown_subtype:
+            text += (f"; {len(self.unknown_subtype)} images with bleed of unknown subtype "
+                     f"({sum(e['pixels'] for e in self.unknown_subtype)} pixels, not annotated)")
         return text
 
 
@@ -131,8 +144,9 @@ class MaskToCoco:
         ``format`` ("polygon"/"rle"), ``rle_reason`` (None or why RLE), ``polygon_iou`` (pixels /
         area enclosed by the outer outline; None with seg_format "rle"), with seg_format "polygon"
         ``holes`` (filled holes) and, with ``with_mask``, ``mask`` (bool (H, W)).
-        Order: by category id, then by each component's first pixel in raster order."""
-        mask = mask2d if checked else as_label_mask(mask2d, ndim=2)
+        Order: by category id, then by each component's first pixel in raster order. Pixels of
+        unknown subtype give no instance; ``unknown_subtype_pixels`` counts them."""
+        mask = mask2d if checked else as_label_mask(mask2d, ndim=2, unknown_ok=True)
         mask = np.ascontiguousarray(mask, dtype=np.uint8)
         height, width = mask.shape
         rx, ry, rw, rh = cv2.boundingRect(mask)
@@ -141,6 +155,7 @@ class MaskToCoco:
         roi = mask[ry : ry + rh, rx : rx + rw]
         kept: list[dict] = []
         small: list[dict] = []
+        unknown = int(np.count_nonzero(roi == UNKNOWN_SUBTYPE))
         for category_id in range(1, NUM_CLASSES + 1):
             binary = (roi == category_id).view(np.uint8)
             bx, by, bw, bh = cv2.boundingRect(binary)  # work only where this subtype is
@@ -167,7 +182,7 @@ class MaskToCoco:
                     full[bbox[1] : bbox[1] + bbox[3], bbox[0] : bbox[0] + bbox[2]] = crop
                     instance["mask"] = full
                 kept.append(instance)
-        return SliceInstances(kept, small)
+        return SliceInstances(kept, small, unknown)
 
     def _encode(self, outline: Outline, offset: tuple[int, int], pixels: Callable[[], np.ndarray], area: int,
                 bbox: list[int], height: int, width: int) -> dict:
@@ -270,7 +285,7 @@ class CocoBuilder:
         if image_id in self._annotated:
             raise ValueError(f"add_slice: image id {image_id} already has its slice")
         where = f"image {image_id} ({self.images[image_id - 1]['file_name']})"
-        mask = mask2d if checked else as_label_mask(mask2d, where=where, ndim=2)
+        mask = mask2d if checked else as_label_mask(mask2d, where=where, ndim=2, unknown_ok=True)
         if mask.shape != self._sizes[image_id]:
             raise ValueError(f"{where}: mask shape {mask.shape} != image (height, width) {self._sizes[image_id]}")
         self._annotated.add(image_id)
@@ -296,7 +311,10 @@ class CocoBuilder:
                     report.holes_filled.append({"image_id": image_id, "annotation_id": ann_id,
                                                 "holes": inst["holes"], "polygon_iou": inst["polygon_iou"]})
         report.annotations += len(ids)
-        if ids:
+        if result.unknown_subtype_pixels:
+            self.images[image_id - 1]["unknown_subtype_pixels"] = result.unknown_subtype_pixels
+            report.unknown_subtype.append({"image_id": image_id, "pixels": result.unknown_subtype_pixels})
+        if ids or result.unknown_subtype_pixels:
             report.negative_images -= 1
         return ids
 
@@ -306,7 +324,7 @@ class CocoBuilder:
         (H, W) image) with ``file_name``, ``patient_id``, ``slice_idx`` and ``source``; returns the
         image ids. ``file_names`` is a list (one per slice) or a callable ``k -> file_name``."""
         where = f"patient {patient_id}"
-        mask3d = as_label_mask(mask3d, where=where, ndim=3)
+        mask3d = as_label_mask(mask3d, where=where, ndim=3, unknown_ok=True)
         depth = mask3d.shape[2]
         ks = range(depth) if slices is None else list(slices)
         if not callable(file_names) and len(file_names) != len(ks):
@@ -343,13 +361,14 @@ def volume_instances(mask3d: np.ndarray, spacing: Sequence[float], connectivity:
     edges) or 6 (faces). Each lesion: ``lesion_id`` (from 1), ``category_id``, ``subtype``,
     ``slices`` [first, last] (inclusive), ``voxels``, ``volume_ml``, ``bbox3d``
     [x0, y0, z0, x1, y1, z1] (voxel indices, end exclusive) and ``centroid`` (voxel coordinates).
+    Voxels of unknown subtype form no lesion (a lesion needs its category).
     """
     structures = {6: 1, 18: 2, 26: 3}
     if connectivity not in structures:
         raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity}")
     if len(spacing) != 3 or any(not np.isfinite(s) or s <= 0 for s in spacing):
         raise ValueError(f"spacing must be three positive numbers (sx, sy, sz) in mm, got {spacing}")
-    mask3d = as_label_mask(mask3d, where="volume_instances", ndim=3)
+    mask3d = as_label_mask(mask3d, where="volume_instances", ndim=3, unknown_ok=True)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     structure = ndimage.generate_binary_structure(3, structures[connectivity])
     nonzero = ndimage.find_objects((mask3d > 0).view(np.uint8))

@@ -2,6 +2,10 @@
 
 COCO category ids start at 1 (1 EDH .. 5 IVH); YOLO classes and the classifier's subtype outputs are
 the same order, contiguous from 0. The classifier's vector is ``LABELS`` = ("any",) + SUBTYPES.
+
+Label masks hold 0 (background), 1..5 (a subtype) and ``UNKNOWN_SUBTYPE`` = 6: a bleed pixel whose
+subtype is not known (a binary mask on a slice with several subtypes). It is exact "any bleed"
+supervision, never a category: no model output, COCO category or YOLO class has it.
 """
 
 SUBTYPES = ("EDH", "SDH", "SAH", "IPH", "IVH")
@@ -15,6 +19,7 @@ SUBTYPE_NAMES = {
 }
 CATEGORY_IDS = {name: i + 1 for i, name in enumerate(SUBTYPES)}  # EDH=1 .. IVH=5
 CATEGORY_NAMES = {i: name for name, i in CATEGORY_IDS.items()}
+UNKNOWN_SUBTYPE = len(SUBTYPES) + 1  # mask value: bleed, subtype unknown
 
 
 def subtype_id(name: str) -> int:

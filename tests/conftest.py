@@ -20,7 +20,7 @@ def _shared(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def ctich_jpg_dir() -> Path:
-    """PhysioNet CT-ICH JPG release sample: 18 patients, slice labels, no masks."""
+    """PhysioNet CT-ICH JPG release sample: 18 patients, slice labels, masks for patient 081."""
     return _shared("ct_ich_physionet_jpg")
 
 

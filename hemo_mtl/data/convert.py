@@ -101,6 +101,7 @@ def merge_coco_parts(parts: list[dict]) -> tuple[list[dict], list[dict], Counter
         for key in ("polygons", "rles"):
             counts[key] += part["report"].get(key, 0)
         counts["below_min_area"] += len(part["report"].get("below_min_area", []))
+        counts["unknown_subtype_images"] += len(part["report"].get("unknown_subtype", []))
     return images, annotations, counts
 
 
@@ -214,8 +215,10 @@ def _export(frame, scan, split_of, out_dir, windows, formats, workers, bits, seg
         path = out_dir / "annotations" / f"instances_{split}.json"
         atomic_write_json(path, coco, indent=None)
         coco_files[split] = path
+        annotated = {a["image_id"] for a in annotations}
+        negatives = sum(1 for i in images if i["id"] not in annotated and not i.get("unknown_subtype_pixels"))
         out["coco"][split] = {"images": len(images), "annotations": len(annotations),
-                              "negative_images": len(images) - len({a["image_id"] for a in annotations}), **counts}
+                              "negative_images": negatives, **counts}
         if per_volume:
             lesions = [l for r in results if split_of[r["patient_id"]] == split for l in r["lesions"]]
             atomic_write_json(out_dir / "annotations" / f"lesions_{split}.json", {"lesions": lesions}, indent=None)

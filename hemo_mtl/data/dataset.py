@@ -5,8 +5,10 @@
               windows x (2c+1), ordered [window0 @ z-c..z+c, window1 @ z-c..z+c, ...], neighbours
               from the same study by slice_idx, the nearest existing slice where one is missing
     cls       float32 [6] any, EDH, SDH, SAH, IPH, IVH;  cls_valid float32 [6]: 1 where known
-    mask      int64 H x W (0..5), zeros when has["mask"] is False
-    boxes     float32 N x 4 xyxy (pixel edges), labels int64 N (1..5), masks uint8 N x H x W
+    mask      int64 H x W: 0 background, 1..5 subtype, 6 (``UNKNOWN_SUBTYPE``) bleed whose subtype is
+              not known; zeros when has["mask"] is False
+    boxes     float32 N x 4 xyxy (pixel edges), labels int64 N (1..5), masks uint8 N x H x W; a mask
+              with unknown-subtype pixels gives no boxes (has["boxes"] False: a box needs its category)
     location  int64 scalar: index of the manifest ``location`` in ``location_classes``; -1 unknown
     has       {"cls", "mask", "boxes"}: which labels the slice really has (+ "location" when the
               dataset maps locations)
@@ -26,7 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..categories import LABELS, SUBTYPES
+from ..categories import LABELS, SUBTYPES, UNKNOWN_SUBTYPE
 from .instances import mask_to_instances
 from .io import VolumeCache, read_slice
 from .manifest import parse_spacing, read_manifest
@@ -161,7 +163,7 @@ class HemorrhageDataset(Dataset):
             if not pd.isna(value):
                 cls[i], valid[i] = float(value), 1.0
         cls, valid = cls * self.label_keep, valid * self.label_keep
-        has_boxes = bool(row["has_boxes"])
+        has_boxes = bool(row["has_boxes"]) and not (has_mask and bool((mask_np == UNKNOWN_SUBTYPE).any()))
         boxes, labels, inst = mask_to_instances(mask_np.astype(np.uint8)) if has_boxes and has_mask else mask_to_instances(np.zeros_like(mask_np, np.uint8))
         return {
             "image": image_t,

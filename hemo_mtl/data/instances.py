@@ -10,6 +10,8 @@ from ..categories import SUBTYPES
 def mask_to_instances(mask: np.ndarray):
     """(boxes (N,4) float32 xyxy, labels (N,) int64 1..5, masks (N,H,W) uint8) from an (H, W) label mask.
 
+    Pixels of unknown subtype (``UNKNOWN_SUBTYPE``) give no instance: a box needs its category.
+
     Boxes use pixel-edge coordinates, as COCO does: a component spanning columns 3..5 has
     x0=3, x1=6, so a one-pixel lesion has a 1x1 box rather than a degenerate 0x0 one.
     """

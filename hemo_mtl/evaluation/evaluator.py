@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 from ..categories import coco_categories
 from .classification import classification_metrics
 from .detection import coco_metrics, froc_2d
-from .segmentation import confusion_counts, segmentation_metrics, volume_table
+from .segmentation import confusion_counts, segmentation_metrics, subtype_known, volume_table
 
 TASKS = ("cls", "seg", "det")
 
@@ -40,6 +40,7 @@ class _State:
     cls_valid: list = field(default_factory=list)
     cls_pid: list = field(default_factory=list)
     seg_counts: list = field(default_factory=list)
+    seg_known: list = field(default_factory=list)  # per slice: no truth pixel of unknown subtype
     seg_volume: list = field(default_factory=list)
     seg_voxel_ml: list = field(default_factory=list)
     det_images: list = field(default_factory=list)  # (image dict, gt anns, results) without ids
@@ -105,6 +106,7 @@ class MultiTaskEvaluator:
         gt = torch.as_tensor(mask).to(seg_prob.device).index_select(0, idx)
         s = self._state
         s.seg_counts.append(confusion_counts(gt, pred))
+        s.seg_known.append(subtype_known(gt))
         h, w = mask.shape[-2:]
         for i in sel:
             m = meta[i]
@@ -177,9 +179,10 @@ class MultiTaskEvaluator:
             counts = np.concatenate(s.seg_counts)
             voxel_ml = np.asarray(s.seg_voxel_ml)
             with_ml = voxel_ml if np.isfinite(voxel_ml).all() else None
-            out.update(segmentation_metrics(counts, s.seg_volume, with_ml))
+            known = np.concatenate(s.seg_known)
+            out.update(segmentation_metrics(counts, s.seg_volume, with_ml, slice_subtype_known=known))
             if with_ml is not None:
-                self.details["volumes"] = volume_table(counts, s.seg_volume, with_ml)
+                self.details["volumes"] = volume_table(counts, s.seg_volume, with_ml, known)
         if s.det_images:
             gt, results = self._coco(s.det_images)
             out.update(coco_metrics(gt, results, "bbox", engine=self.engine))

@@ -61,7 +61,7 @@ def masked_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, valid: to
 
 
 def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, include_background: bool = False,
-                   smooth: float = 1.0) -> torch.Tensor:
+                   smooth: float = 1.0, valid: torch.Tensor | None = None) -> torch.Tensor:
     """1 - mean soft Dice over the classes present in ``target``; ``prob`` (N,K,H,W), ``target`` (N,H,W).
 
     Each class's Dice is pooled over the whole batch (sums over N,H,W). Classes absent from the
@@ -69,8 +69,13 @@ def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, include_background:
     whose gradient drives every absent subtype to zero everywhere far harder than cross-entropy
     (with five sparse subtypes most are absent from most batches). Cross-entropy still penalises
     false positives of absent classes. No present class -> an exact 0 connected to ``prob``.
+    ``valid`` (N,H,W) bool: only those pixels count (a pixel whose class is unknown is neither a
+    hit nor a false positive of any class); ``target`` must hold a class 0..K-1 on every pixel.
     """
     onehot = F.one_hot(target, prob.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
+    if valid is not None:
+        keep = valid[:, None].to(prob.dtype)
+        prob, onehot = prob * keep, onehot * keep
     dims = (0, 2, 3)
     inter = (prob * onehot).sum(dims)
     denom = prob.sum(dims) + onehot.sum(dims)
@@ -81,6 +86,31 @@ def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, include_background:
     if not bool(present.any()):
         return prob.sum() * 0.0
     return 1.0 - dice[present].mean()
+
+
+def subtype_partial_cross_entropy(logits: torch.Tensor, target: torch.Tensor, unknown: int,
+                                  weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixel-mean cross-entropy where ``target == unknown`` marks a bleed pixel of unknown subtype.
+
+    ``logits`` (N,K,H,W) with class 0 = background and 1..K-1 the subtypes. A known pixel gets the
+    usual -log p_y; an unknown-subtype pixel gets -log(p_1 + .. + p_{K-1}) = -log(1 - p_0), computed
+    as logsumexp(subtype logits) - logsumexp(all logits): it teaches bleed vs background and leaves
+    the split among subtypes to the pixels that know it (its gradient favours no subtype over the
+    current proportions). ``weight`` (K,) as in ``F.cross_entropy`` (a weighted mean); an unknown
+    pixel weighs the mean of the subtype weights. Without unknown pixels this is ``F.cross_entropy``.
+    """
+    is_unknown = target == unknown
+    if not bool(is_unknown.any()):
+        return F.cross_entropy(logits, target, weight=weight)
+    known_target = target.masked_fill(is_unknown, 0)
+    logp = logits.log_softmax(dim=1)
+    nll = torch.where(is_unknown, -torch.logsumexp(logp[:, 1:], dim=1),
+                      -logp.gather(1, known_target[:, None]).squeeze(1))
+    if weight is None:
+        return nll.mean()
+    w = weight.to(logits.dtype)
+    pixel_w = torch.where(is_unknown, w[1:].mean(), w[known_target])
+    return (pixel_w * nll).sum() / pixel_w.sum()
 
 
 def consistency_loss(cls_logits: torch.Tensor, seg_logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -240,6 +270,7 @@ __all__ = [
     "masked_bce_with_logits",
     "pcgrad_backward",
     "soft_dice_loss",
+    "subtype_partial_cross_entropy",
     "boxed_slices",
     "zero_loss",
 ]

@@ -12,7 +12,7 @@ from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 
 import hemo_mtl
-from converters.mask_to_coco import CocoBuilder, MaskToCoco, make_info, volume_instances
+from converters.mask_to_coco import CocoBuilder, MaskToCoco, as_label_mask, make_info, volume_instances
 from converters.validation import validate_coco
 from hemo_mtl.categories import coco_categories
 
@@ -212,8 +212,10 @@ def test_float_masks_accepted_and_bad_masks_rejected():
     assert MaskToCoco().instances(mask)[0]["category_id"] == 3
     builder = CocoBuilder()
     image_id = builder.add_image("x.png", 4, 4)
-    with pytest.raises(ValueError, match=r"image 1 \(x.png\).*0\.\.5"):
+    with pytest.raises(ValueError, match=r"image 1 \(x.png\).*0\.\.6"):  # 6: bleed, subtype unknown
         builder.add_slice(image_id, np.full((4, 4), 7, np.uint8))
+    with pytest.raises(ValueError, match=r"0\.\.5, found 0\.\.6"):  # a plain label mask has no unknown subtype
+        as_label_mask(np.full((4, 4), 6, np.uint8))
     with pytest.raises(ValueError, match="shape"):
         builder.add_slice(image_id, np.zeros((4, 5), np.uint8))
     with pytest.raises(ValueError, match="non-integer"):

@@ -121,5 +121,7 @@ def test_hd95_against_hand_value_and_skimage():
 def test_bad_masks_raise():
     with pytest.raises(ValueError, match="shapes differ"):
         confusion_counts(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
-    with pytest.raises(ValueError, match="outside 0..5"):
+    with pytest.raises(ValueError, match="truth mask holds labels outside 0..6"):  # 6: bleed, subtype unknown
         confusion_counts(np.full((4, 4), 7), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="prediction mask holds labels outside 0..5"):  # never predicted
+        confusion_counts(np.zeros((4, 4)), np.full((4, 4), 6))

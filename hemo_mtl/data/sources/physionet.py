@@ -5,8 +5,18 @@ JPG release::      ROOT/Patients_CT/<NNN>/brain/<s>.jpg (+ <s>_HGE_Seg.jpg masks
 
 The CSV uses its own column names and 1-based ``SliceNumber``; ``No_Hemorrhage`` is the negation of
 ``any``. Masks are binary (bleed / no bleed): a mask pixel gets the slice's subtype when the slice
-has exactly one subtype; slices with several subtypes keep their class labels but their mask is not
-used (reported), because which pixel is which subtype is not known.
+has exactly one subtype. On a slice with several subtypes (or a bleed without a subtype) the mask is
+still exact for "any bleed" and for which pixels are not bleed, so its pixels get
+``UNKNOWN_SUBTYPE`` (the subtype split is left unknown, not guessed) and the row gets no boxes: a
+box needs its category.
+
+Which slices have a mask (JPG release, per patient folder): only bleed slices carry a
+``<s>_HGE_Seg.jpg``. In a patient folder with at least one such file, a No_Hemorrhage slice has an
+empty mask by the release's definition (real supervision: no pixel is bleed) and a bleed slice
+without a file has no mask (absent, not empty); a patient folder without any mask file has no masks.
+Every mask file is read once while scanning: a file that cannot be read, does not match its slice's
+size, holds bleed on a No_Hemorrhage slice or is empty on a bleed slice is reported and not used.
+The NIfTI release has one mask volume per patient covering every slice.
 """
 from __future__ import annotations
 
@@ -14,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from ...categories import CATEGORY_IDS, LABELS, SUBTYPES
+from ...categories import CATEGORY_IDS, LABELS, SUBTYPES, UNKNOWN_SUBTYPE
 from ...registry import SOURCES
-from ..io import DataError, load_nifti, load_nifti_mask
+from ..io import DataError, load_nifti, load_nifti_mask, read_slice
 from ..manifest import make_row
 from ..windowing import check_hu_range
 from .base import SourceScan
@@ -29,6 +40,7 @@ CSV_COLUMNS = {
     "Intraparenchymal": "IPH",
     "Intraventricular": "IVH",
 }
+MASK_SUFFIX = "_HGE_Seg.jpg"  # JPG release: <s>_HGE_Seg.jpg beside <s>.jpg
 LICENSE = {"name": "CC BY 4.0 (CT-ICH v1.0.0-1.3.0); v1.3.1: PhysioNet Restricted Health Data License 1.5.0",
            "url": "https://doi.org/10.13026/w8q8-ky94"}
 
@@ -54,15 +66,27 @@ def read_diagnosis_csv(path: Path) -> pd.DataFrame:
     return out
 
 
-def _mask_ref(ref: str, labels: list[int], scan: SourceScan, item: str) -> str | None:
-    """Binary mask -> ``ref@label`` when the slice has one subtype; None (reported) otherwise."""
+def _mask_ref(ref: str, labels: list[int]) -> str:
+    """Binary mask -> ``ref@n``: n the slice's one subtype, ``UNKNOWN_SUBTYPE`` for a bleed with
+    several subtypes or none named, 0 on a negative slice (an all-background mask is real supervision)."""
+    if not labels[0]:
+        return f"{ref}@0"
     present = [s for s, v in zip(SUBTYPES, labels[1:]) if v]
-    if len(present) == 1:
-        return f"{ref}@{CATEGORY_IDS[present[0]]}"
-    if len(present) > 1:
-        scan.skip(item, f"binary mask on a slice with several subtypes {present}: mask not used, class labels kept")
-        return None
-    return f"{ref}@0"  # negative slice: an all-background mask is real supervision
+    return f"{ref}@{CATEGORY_IDS[present[0]] if len(present) == 1 else UNKNOWN_SUBTYPE}"
+
+
+def _mask_row(pid: str, k: int, image: str, kind: str, lab: list[int], mask: str | None, counts: dict,
+              spacing=None) -> dict:
+    """The manifest row; a mask whose subtype is unknown gives no boxes (counted for the notes)."""
+    unknown = bool(mask) and mask.endswith(f"@{UNKNOWN_SUBTYPE}")
+    counts["subtype unknown"] = counts.get("subtype unknown", 0) + unknown
+    return make_row(pid, k, "physionet", image, kind, lab, mask=mask, spacing=spacing,
+                    has_boxes=False if unknown else None)
+
+
+def _unknown_note(counts: dict) -> str:
+    return (f"{counts.get('subtype unknown', 0)} masks on slices with several subtypes (or none named): "
+            "kept as 'any bleed' masks with the subtype unknown, no boxes")
 
 
 @SOURCES.register("physionet")
@@ -80,6 +104,8 @@ def _scan_jpg(root: Path) -> SourceScan:
     scan.notes.append("CT-ICH JPG release: brain-window 8-bit JPEGs (display images, not HU)")
     labels = read_diagnosis_csv(root / "hemorrhage_diagnosis.csv")
     seen = set()
+    masked_patients: dict[Path, bool] = {}
+    counts = {"mask files": 0, "empty by definition": 0, "bleed slices without mask": 0}
     for r in labels.itertuples(index=False):
         pid = f"{r.patient:03d}"
         folder = root / "Patients_CT" / pid / "brain"
@@ -89,18 +115,61 @@ def _scan_jpg(root: Path) -> SourceScan:
             continue
         seen.add(image.resolve())
         lab = [int(getattr(r, name)) for name in LABELS]
-        mask_file = folder / f"{r.slice}_HGE_Seg.jpg"
-        mask = _mask_ref(str(mask_file.resolve()), lab, scan, mask_file) if mask_file.is_file() else None
-        scan.rows.append(make_row(pid, r.slice - 1, "physionet", str(image.resolve()), "display", lab, mask=mask))
+        if folder not in masked_patients:
+            masked_patients[folder] = any(folder.glob(f"*{MASK_SUFFIX}"))
+        mask = _jpg_mask(image, folder / f"{r.slice}{MASK_SUFFIX}", lab, masked_patients[folder], scan, counts)
+        scan.rows.append(_mask_row(pid, r.slice - 1, str(image.resolve()), "display", lab, mask, counts))
     for image in sorted((root / "Patients_CT").glob("*/brain/*.jpg")):
-        if "_HGE_Seg" not in image.name and image.resolve() not in seen:
+        if image.name.endswith(MASK_SUFFIX):
+            if (image.parent / image.name.replace(MASK_SUFFIX, ".jpg")).resolve() not in seen:
+                scan.skip(image, "mask file whose slice image has no row in hemorrhage_diagnosis.csv (or no image)")
+        elif image.resolve() not in seen:
             scan.skip(image, "image has no row in hemorrhage_diagnosis.csv")
+    n_masked = sum(masked_patients.values())
+    scan.notes.append(
+        f"masks: {n_masked} of {len(masked_patients)} patient folders carry {MASK_SUFFIX} files "
+        f"({counts['mask files']} used); {counts['empty by definition']} No_Hemorrhage slices of those "
+        f"patients have empty masks by definition; {counts['bleed slices without mask']} of their bleed "
+        "slices have no mask file (no mask)")
+    scan.notes.append(_unknown_note(counts))
     return scan
+
+
+def _jpg_mask(image: Path, mask_file: Path, lab: list[int], patient_masked: bool, scan: SourceScan,
+              counts: dict) -> str | None:
+    """The manifest mask reference of one JPG-release slice by the release's per-patient rule."""
+    if not patient_masked:
+        return None
+    if not mask_file.is_file():
+        if lab[0] == 0:  # masked patient, No_Hemorrhage slice: empty by definition; the image gives its size
+            counts["empty by definition"] += 1
+            return f"{image.resolve()}@0"
+        counts["bleed slices without mask"] += 1
+        return None
+    try:
+        bleed = read_slice(f"{mask_file}@1", "mask")
+        with Image.open(image) as img:
+            size = (img.height, img.width)
+    except (DataError, OSError) as exc:
+        scan.skip(mask_file, f"mask not used: {exc}")
+        return None
+    if bleed.shape != size:
+        scan.skip(mask_file, f"mask not used: its size {bleed.shape} differs from {image.name} {size}")
+        return None
+    if lab[0] == 0 and bleed.any():
+        scan.skip(mask_file, f"mask not used: {int(bleed.sum())} bleed pixels on a slice labelled No_Hemorrhage")
+        return None
+    if lab[0] == 1 and not bleed.any():
+        scan.skip(mask_file, "mask not used: empty mask on a slice labelled as a bleed")
+        return None
+    counts["mask files"] += 1
+    return _mask_ref(str(mask_file.resolve()), lab)
 
 
 def _scan_nifti(root: Path) -> SourceScan:
     scan = SourceScan(source="physionet", licenses=[LICENSE])
     labels = read_diagnosis_csv(root / "hemorrhage_diagnosis_raw_ct.csv")
+    counts: dict = {}
     for patient, group in labels.groupby("patient"):
         pid = f"{patient:03d}"
         vol_path = root / "ct_scans" / f"{pid}.nii"
@@ -126,6 +195,7 @@ def _scan_nifti(root: Path) -> SourceScan:
                 if lab[0] == 0 and np.any(mask.data[:, :, k]):
                     scan.skip(f"{mask_path} slice {r.slice}", "mask has bleed pixels on a slice labelled No_Hemorrhage; mask not used")
                 else:
-                    mref = _mask_ref(f"{mask_path.resolve()}#{k}", lab, scan, f"{mask_path} slice {r.slice}")
-            scan.rows.append(make_row(pid, k, "physionet", f"{vol_path.resolve()}#{k}", "hu", lab, mask=mref, spacing=vol.spacing))
+                    mref = _mask_ref(f"{mask_path.resolve()}#{k}", lab)
+            scan.rows.append(_mask_row(pid, k, f"{vol_path.resolve()}#{k}", "hu", lab, mref, counts, spacing=vol.spacing))
+    scan.notes.append(_unknown_note(counts))
     return scan

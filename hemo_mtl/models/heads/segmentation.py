@@ -9,6 +9,9 @@ at a ~1% bleed prior so early training is not spent unlearning uniform class sco
 Loss: cross-entropy + soft Dice computed per class, only on slices that really have a mask, plus
 (multiclass) a soft Dice on the "any bleed" region: every subtype's pixels then teach the trunk what
 blood looks like from the first steps, before the rarer subtypes are told apart.
+Mask pixels of unknown subtype (``UNKNOWN_SUBTYPE``, a binary mask on a slice with several
+subtypes) are bleed for the cross-entropy (-log(1 - P(background))) and the "any bleed" Dice, and
+left out of the per-subtype Dice; a batch without them computes exactly what it did before.
 """
 from __future__ import annotations
 
@@ -16,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hemo_mtl.categories import SUBTYPES
+from hemo_mtl.categories import SUBTYPES, UNKNOWN_SUBTYPE
 from hemo_mtl.registry import HEADS
 
-from ..losses import soft_dice_loss, zero_loss
+from ..losses import soft_dice_loss, subtype_partial_cross_entropy, zero_loss
 
 
 def _conv_gn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -84,10 +87,14 @@ class SemanticSegHead(nn.Module):
         if not bool(keep.any()):
             return {"loss_seg": zero_loss(logits)}
         logits, target = logits[keep], self.target(batch["mask"].to(logits.device)[keep])
-        total = self.ce_weight * F.cross_entropy(logits, target, weight=self.class_weight)
+        unknown = target == UNKNOWN_SUBTYPE  # none in binary mode: there it is just bleed
+        total = self.ce_weight * subtype_partial_cross_entropy(logits, target, UNKNOWN_SUBTYPE, self.class_weight)
         prob = logits.softmax(dim=1)
         if self.dice_weight:
-            total = total + self.dice_weight * soft_dice_loss(prob, target, include_background=self.dice_include_background)
+            has_unknown = bool(unknown.any())
+            subtype = target.masked_fill(unknown, 0) if has_unknown else target
+            total = total + self.dice_weight * soft_dice_loss(
+                prob, subtype, include_background=self.dice_include_background, valid=~unknown if has_unknown else None)
         if self.any_dice_weight:  # the bleed/no-bleed region all subtypes share (nnU-Net's region training)
             bleed = torch.stack([prob[:, 0], 1.0 - prob[:, 0]], dim=1)
             total = total + self.any_dice_weight * soft_dice_loss(bleed, (target > 0).long())
