@@ -59,16 +59,22 @@ def load_nifti(path, dtype=np.float32) -> Volume:
     return Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), path=str(path))
 
 
-def load_nifti_mask(path, like: Volume, atol: float = 1e-3) -> Volume:
-    """A label mask that must share its scan's shape and affine (else voxels would not line up)."""
-    mask = load_nifti(path, dtype=np.float32)
+def load_nifti_mask(path, like: Volume, atol: float = 1e-3, max_label: int = 255) -> Volume:
+    """A label mask that must share its scan's shape and affine (else voxels would not line up).
+
+    Labels must be integers in 0..``max_label`` (a subtype mask passes 5): an int16 label 257 would
+    otherwise wrap to 1 in the uint8 mask and silently become an EDH."""
+    mask = load_nifti(path, dtype=None)  # the stored dtype: int32 labels stay exact, no float copy
     if mask.data.shape != like.data.shape:
         raise DataError(f"{path}: mask shape {mask.data.shape} differs from its scan {like.path} {like.data.shape}")
     if not np.allclose(mask.affine, like.affine, atol=atol):
         raise DataError(f"{path}: mask affine differs from its scan {like.path}")
     values = np.unique(mask.data)
-    if np.any(values != np.round(values)) or values.min() < 0:
+    if np.any(values != np.round(values)) or values.min() < 0:  # NaN != NaN: caught here too
         raise DataError(f"{path}: mask holds non-integer or negative values {values[:8]}")
+    bad = values[values > max_label]
+    if len(bad):
+        raise DataError(f"{path}: unknown subtype label(s) {bad.astype(np.int64)[:8].tolist()} (expected 0..{max_label})")
     return Volume(data=mask.data.astype(np.uint8), affine=mask.affine, path=str(path), kind="mask")
 
 
@@ -179,41 +185,72 @@ def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: floa
 
 # ----------------------------------------------------------------------------------------- 2D images
 # Scanned or re-exported CT figures carry a faint colour tint (channel differences up to ~60 grey
-# levels); an overlay, annotation or photo reaches far higher. Above this the image is refused.
+# levels); an overlay, annotation or photo reaches far higher. A pixel whose channels differ by more
+# than MAX_TINT is "coloured".
 MAX_TINT = 64
+# Viewer exports burn coloured text and markers into grey slices (a red "Annotation OFF", a yellow
+# ruler). Their share of the picture is bounded by how much text fits in the margins: four corner
+# blocks of five 20-character lines in an 8x13-pixel font with ~25% ink colour ~2% of a 512x512 image
+# (one stroke-wide ruler ~0.4%), ~8% if the image is only 256x256 and every corner is full; real
+# exports show a few percent or less. A colour overlay (a heat map, a fused image, a photo) colours
+# most of the head. 5% keeps every plausible annotation and refuses those; a lesion overlay smaller
+# than that is indistinguishable by share alone and is read as grey (its pixels reported).
+MAX_COLOURED_SHARE = 0.05
 
 
-def load_display_image(path, max_tint: int = MAX_TINT) -> np.ndarray:
-    """A PNG/JPG slice as a uint8 (rows, cols) grayscale picture.
+@dataclass
+class DisplayImage:
+    pixels: np.ndarray  # uint8 (rows, cols)
+    coloured: int = 0  # pixels whose channels differed by more than MAX_TINT (burned-in text/markers)
 
-    RGB/RGBA files are fine when they are grayscale renderings (equal channels, or a faint tint up to
-    ``max_tint`` grey levels, converted with the ITU-R 601 luma weights); colour images whose
-    channels really differ (coloured overlays, photos) are refused with the file named.
+
+def read_display_image(path, max_tint: int = MAX_TINT, max_coloured: float = MAX_COLOURED_SHARE,
+                       mask_colour: bool = False) -> DisplayImage:
+    """A PNG/JPG slice as a uint8 (rows, cols) grayscale picture, with its count of coloured pixels.
+
+    RGB/RGBA/palette files are fine when they are grayscale renderings: equal channels, a faint tint
+    up to ``max_tint`` grey levels, or coloured pixels (burned-in text, markers) on at most
+    ``max_coloured`` of the picture; they become grey with the ITU-R 601 luma weights, the coloured
+    ones too (like white burned-in text) unless ``mask_colour`` sets them to 0, the background they
+    are drawn on. More colour than that is an overlay or a photo: refused with the file named.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    coloured = 0
     try:
         with Image.open(path) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I", "F"):
                 raise DataError(f"{path}: {img.mode} image is not an 8-bit display image (16-bit HU PNG? use load_hu_png)")
-            if img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+            if img.mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
                 rgb = np.asarray(img.convert("RGB")).astype(np.int16)
-                tint = int((rgb.max(axis=-1) - rgb.min(axis=-1)).max())
-                if tint > max_tint:
+                is_coloured = (rgb.max(axis=-1) - rgb.min(axis=-1)) > max_tint
+                coloured = int(np.count_nonzero(is_coloured))
+                share = coloured / max(is_coloured.size, 1)
+                if share > max_coloured:
                     raise DataError(
-                        f"{path}: colour image whose channels differ (up to {tint} grey levels): "
-                        "not a grayscale CT rendering"
+                        f"{path}: colour image whose channels differ on {share:.1%} of its pixels (by more than "
+                        f"{max_tint} grey levels; burned-in text and markers stay under {max_coloured:.0%}): "
+                        "a colour overlay or photo, not a grayscale CT rendering"
                     )
                 gray = np.asarray(img.convert("L"))
+                if mask_colour and coloured:
+                    gray = gray.copy()
+                    gray[is_coloured] = 0
             else:
                 gray = np.asarray(img.convert("L"))
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"{path}: cannot read image ({exc})") from exc
-    return np.ascontiguousarray(gray)
+    return DisplayImage(np.ascontiguousarray(gray), coloured)
+
+
+def load_display_image(path, max_tint: int = MAX_TINT, max_coloured: float = MAX_COLOURED_SHARE,
+                       mask_colour: bool = False) -> np.ndarray:
+    """The uint8 (rows, cols) picture of ``read_display_image`` (same checks)."""
+    return read_display_image(path, max_tint, max_coloured, mask_colour).pixels
 
 
 def load_hu_png(path, offset: float = 32768.0) -> np.ndarray:
@@ -287,6 +324,8 @@ def read_slice(ref: str, kind: str, cache: VolumeCache | None = None) -> np.ndar
                 if np.array_equal(data, np.round(data)) and data.min() >= -32768 and data.max() < 32768:
                     return data.astype(np.int16)  # integral HU: half the cache memory
                 return data
+            if data.size and not (np.nanmin(data) >= 0 and np.nanmax(data) <= 255 and np.isfinite(data).all()):
+                raise DataError(f"{p}: mask labels outside 0..255 (they would wrap in uint8)")
             return data.astype(np.uint8)
 
         vol = cache.get(path, _load) if cache is not None else _load(path)

@@ -115,3 +115,81 @@ def test_slice_refs_and_binary_masks(tmp_path):
     np.testing.assert_array_equal(read_slice(f"{tmp_path / 'v.nii.gz'}#2", "hu"), vol[:, :, 2])
     with pytest.raises(DataError, match="slice 9 out of range"):
         read_slice(f"{tmp_path / 'v.nii.gz'}#9", "hu")
+
+
+def _annotated(share, spread=160, size=(100, 100), seed=2):
+    """A grey picture whose first ``share`` of pixels (raster order) carry coloured text-like marks."""
+    gray = np.random.default_rng(seed).integers(0, 256, size).astype(np.uint8)
+    rgb = np.stack([gray] * 3, -1).astype(np.int16)
+    n = int(round(share * gray.size))
+    flat = rgb.reshape(-1, 3)
+    flat[:n] = [spread + 40, 40, 40 + spread // 2]  # red-magenta marks: channels differ by `spread`
+    return rgb.astype(np.uint8), n
+
+
+def test_display_image_with_burned_in_colour_text_is_grey(tmp_path):
+    from hemo_mtl.data.io import MAX_COLOURED_SHARE, read_display_image
+
+    rgb, n = _annotated(0.02)
+    Image.fromarray(rgb).save(tmp_path / "text.png")
+    got = read_display_image(tmp_path / "text.png")
+    assert got.coloured == n == 200
+    # independent reference: PIL's own ITU-R 601 luma conversion of the same RGB picture
+    np.testing.assert_array_equal(got.pixels, np.asarray(Image.fromarray(rgb).convert("L")))
+    masked = read_display_image(tmp_path / "text.png", mask_colour=True).pixels
+    assert (masked.reshape(-1)[:n] == 0).all()
+    np.testing.assert_array_equal(masked.reshape(-1)[n:], got.pixels.reshape(-1)[n:])
+    # both sides of the share threshold (5%), with the same marks
+    for share, ok in ((MAX_COLOURED_SHARE - 0.01, True), (MAX_COLOURED_SHARE + 0.01, False)):
+        rgb, n = _annotated(share)
+        Image.fromarray(rgb).save(tmp_path / "s.png")
+        if ok:
+            assert read_display_image(tmp_path / "s.png").coloured == n
+        else:
+            with pytest.raises(DataError, match=r"s.png: colour image whose channels differ on 6.0% of its pixels"):
+                read_display_image(tmp_path / "s.png")
+    # a faint tint on every pixel (scanned figure) is still grey, with nothing counted as coloured
+    rgb, _ = _annotated(1.0, spread=60)
+    Image.fromarray(rgb).save(tmp_path / "tint.png")
+    assert read_display_image(tmp_path / "tint.png").coloured == 0
+
+
+def test_colour_overlay_is_still_refused(tmp_path):
+    gray = np.random.default_rng(3).integers(0, 256, (64, 64)).astype(np.uint8)
+    rgb = np.stack([gray] * 3, -1)
+    rgb[16:48, 16:48] = [255, 0, 0]  # a red overlay on 25% of the picture
+    Image.fromarray(rgb).save(tmp_path / "overlay.png")
+    with pytest.raises(DataError, match="overlay.png: colour image whose channels differ on 25.0%.*colour overlay or photo"):
+        load_display_image(tmp_path / "overlay.png")
+
+
+def test_nan_and_non_hu_volumes_are_data_errors():
+    from hemo_mtl.data.windowing import check_hu_range
+
+    with pytest.raises(DataError, match=r"scan.nii: 8 of 8 voxels are NaN or infinite"):
+        check_hu_range(np.full((2, 2, 2), np.nan, np.float32), "scan.nii")
+    vol = _volume()
+    vol[0, 0, 0] = np.inf
+    with pytest.raises(DataError, match="1 of 2880 voxels are NaN or infinite"):
+        check_hu_range(vol, "scan.nii")
+    with pytest.raises(DataError, match="have no air.*8-bit display image"):
+        check_hu_range(np.full((4, 4, 2), 100.0, np.float32), "scan.nii")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+def test_mask_labels_beyond_uint8_are_refused_not_wrapped(tmp_path, dtype):
+    nib.save(nib.Nifti1Image(_volume(), AFFINE), tmp_path / "ct.nii.gz")
+    ct = load_nifti(tmp_path / "ct.nii.gz")
+    mask = np.zeros((24, 20, 6), dtype)
+    mask[3, 3, 3] = 257  # would wrap to 1 (EDH) in uint8
+    nib.save(nib.Nifti1Image(mask, AFFINE), tmp_path / "m.nii.gz")
+    with pytest.raises(DataError, match=r"m.nii.gz: unknown subtype label\(s\) \[257\] \(expected 0..255\)"):
+        load_nifti_mask(tmp_path / "m.nii.gz", like=ct)
+    mask[3, 3, 3] = 6
+    nib.save(nib.Nifti1Image(mask, AFFINE), tmp_path / "m.nii.gz")
+    with pytest.raises(DataError, match=r"\[6\] \(expected 0..5\)"):
+        load_nifti_mask(tmp_path / "m.nii.gz", like=ct, max_label=5)
+    mask[3, 3, 3] = 300
+    nib.save(nib.Nifti1Image(mask, AFFINE), tmp_path / "m.nii.gz")
+    with pytest.raises(DataError, match="mask labels outside 0..255"):
+        read_slice(f"{tmp_path / 'm.nii.gz'}#3", "mask")
