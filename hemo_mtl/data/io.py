@@ -11,6 +11,7 @@ says which, and the dataset windows only HU.
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -251,6 +252,50 @@ def load_display_image(path, max_tint: int = MAX_TINT, max_coloured: float = MAX
                        mask_colour: bool = False) -> np.ndarray:
     """The uint8 (rows, cols) picture of ``read_display_image`` (same checks)."""
     return read_display_image(path, max_tint, max_coloured, mask_colour).pixels
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Masks that releases keep beside their slices: CT-ICH's <s>_HGE_Seg.jpg, and the common _mask/_seg.
+MASK_SUFFIXES = ("_hge_seg", "_seg", "_mask")
+
+
+class DataWarning(UserWarning):
+    """Input that is used, with something left out or changed that the user should know about."""
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders digit runs by value: 1.jpg, 2.jpg, ..., 10.jpg (text order puts 10 before 2)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(name).lower())]
+
+
+def is_mask_file(path) -> bool:
+    """A slice-folder file named as a mask (``<s>_HGE_Seg.jpg``, ``<s>_mask.png``, ``<s>_seg.png``)."""
+    return Path(path).stem.lower().endswith(MASK_SUFFIXES)
+
+
+def list_slice_images(folder) -> list[Path]:
+    """The PNG/JPG slices of an image folder in natural (numeric) order, the one listing every reader uses.
+
+    Files named as masks are left out (a DataWarning names how many and the first); hidden files are
+    ignored. Two files that differ only in extension (``1.jpg`` and ``1.png``) are a DataError: which
+    one is slice 1 is not known, and their outputs would share one name.
+    """
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+             and p.suffix.lower() in IMAGE_SUFFIXES]
+    masks = sorted((p for p in files if is_mask_file(p)), key=lambda p: natural_key(p.name))
+    images = sorted((p for p in files if not is_mask_file(p)), key=lambda p: (natural_key(p.stem), p.name))
+    stems: dict[str, str] = {}
+    for p in images:
+        other = stems.setdefault(p.stem.lower(), p.name)
+        if other != p.name:
+            raise DataError(f"{folder}: {other} and {p.name} are both slice {p.stem!r}; keep one of them")
+    if masks:
+        import warnings
+
+        warnings.warn(f"{folder}: {len(masks)} mask file(s) left out of the slices ({masks[0].name}, ...)",
+                      DataWarning, stacklevel=2)
+    return images
 
 
 def load_hu_png(path, offset: float = 32768.0) -> np.ndarray:

@@ -193,3 +193,27 @@ def test_mask_labels_beyond_uint8_are_refused_not_wrapped(tmp_path, dtype):
     nib.save(nib.Nifti1Image(mask, AFFINE), tmp_path / "m.nii.gz")
     with pytest.raises(DataError, match="mask labels outside 0..255"):
         read_slice(f"{tmp_path / 'm.nii.gz'}#3", "mask")
+
+
+def test_image_folder_natural_order_and_masks_left_out(tmp_path):
+    from hemo_mtl.data.io import DataWarning, list_slice_images
+
+    for s in range(1, 12):
+        Image.fromarray(np.full((8, 8), s * 20, np.uint8)).save(tmp_path / f"{s}.jpg")
+    for name in ("2_HGE_Seg.jpg", "3_mask.png", "4_seg.PNG"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name, format="PNG")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".thumb.png").write_bytes(b"")
+    with pytest.warns(DataWarning, match=r"3 mask file\(s\) left out of the slices \(2_HGE_Seg.jpg, ...\)"):
+        images = list_slice_images(tmp_path)
+    assert [p.name for p in images] == [f"{s}.jpg" for s in sorted(range(1, 12))]  # by number, not text
+    # the predictor reads image folders through the same listing
+    from hemo_mtl.inference import load_scan
+
+    with pytest.warns(DataWarning):
+        scan = load_scan(tmp_path)
+    assert scan.names == [f"{s}.jpg" for s in range(1, 12)]
+    assert [int(sl[0, 0]) for sl in scan.slices] == [s * 20 for s in range(1, 12)]
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "1.png")
+    with pytest.raises(DataError, match="1.jpg and 1.png are both slice '1'"):
+        list_slice_images(tmp_path)
