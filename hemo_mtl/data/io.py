@@ -26,6 +26,10 @@ class DataError(ValueError):
     """A user's file is unusable; the message names the file and the problem."""
 
 
+class DataWarning(UserWarning):
+    """Input that is used, with something left out or changed that the user should know about."""
+
+
 @dataclass
 class Volume:
     data: np.ndarray  # (X, Y, Z) float32 HU, or uint8 for label masks
@@ -94,14 +98,41 @@ def _pydicom():
     return pydicom
 
 
+def dicom_numbers(ds, tag: str, path, count: int | None = None, default=None) -> np.ndarray:
+    """A numeric DICOM tag (DS/IS, single or multi-valued) as float64 values, checked where it is read.
+
+    Missing (without a ``default``), malformed, non-finite or of the wrong multiplicity is a DataError
+    naming the file and the tag: a missing PixelSpacing must not surface as an AttributeError.
+    """
+    try:
+        value = ds.get(tag)
+        if value is None or value == "":
+            if default is None:
+                raise DataError(f"{path}: DICOM tag {tag} missing")
+            value = default
+        items = [value] if isinstance(value, (int, float, str, bytes)) else list(value)  # DSfloat is a float
+        out = np.array([float(v) for v in items], dtype=np.float64)
+    except DataError:
+        raise
+    except Exception as exc:  # pydicom raises on malformed DS/IS strings, float() on others
+        raise DataError(f"{path}: DICOM tag {tag} unreadable ({exc})") from exc
+    if count is not None and out.shape != (count,):
+        raise DataError(f"{path}: DICOM tag {tag} has {out.size} value(s), expected {count}")
+    if not np.isfinite(out).all():
+        raise DataError(f"{path}: DICOM tag {tag} is not finite ({out.tolist()})")
+    return out
+
+
 def read_dicom_hu(ds, path) -> np.ndarray:
     """Stored pixel values -> HU with the file's RescaleSlope/Intercept, in the (X, Y) layout."""
     try:
         pixels = ds.pixel_array.astype(np.float32)
     except Exception as exc:  # pydicom raises many types for missing/compressed pixel data
         raise DataError(f"{path}: cannot decode pixel data ({exc})") from exc
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    if pixels.ndim != 2:
+        raise DataError(f"{path}: pixel data of shape {pixels.shape} is not one grayscale slice")
+    slope = float(dicom_numbers(ds, "RescaleSlope", path, 1, default=1.0)[0]) or 1.0
+    intercept = float(dicom_numbers(ds, "RescaleIntercept", path, 1, default=0.0)[0])
     return (pixels * slope + intercept).T
 
 
@@ -117,12 +148,16 @@ def load_dicom_slice(path) -> np.ndarray:
     return read_dicom_hu(ds, path)
 
 
-def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: float = 0.1) -> Volume:
+def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: float = 0.1,
+                      tilt_tolerance: float = 0.01) -> Volume:
     """A DICOM series folder as one HU volume sorted along the slice normal, with its RAS affine.
 
-    Mixed series (unless ``series_uid`` picks one), duplicate positions, missing slices (a gap larger
-    than the typical step) and inconsistent spacing are errors naming the folder: each would silently
-    corrupt volumes and lesion sizes otherwise.
+    Mixed series (unless ``series_uid`` picks one), slices oriented differently, duplicate positions,
+    missing slices (a gap larger than the typical step), inconsistent spacing and missing or malformed
+    geometry tags are errors naming the folder or file: each would silently corrupt volumes and lesion
+    sizes otherwise. A gantry-tilted series (slice origins shifted in-plane, beyond ``tilt_tolerance``
+    mm, as the normal advances) is resampled onto the orthogonal grid, as dcm2niix does, so the affine
+    is true and the voxels stay rectangular (a DataWarning gives the tilt).
     """
     pydicom = _pydicom()
     folder = Path(folder)
@@ -146,13 +181,29 @@ def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: floa
     elif len(uids) > 1:
         raise DataError(f"{folder}: mixes {len(uids)} DICOM series {uids}; pass series_uid to pick one")
 
-    iop = np.array(headers[0][1].ImageOrientationPatient, dtype=np.float64)
+    iops = [dicom_numbers(ds, "ImageOrientationPatient", f, 6) for f, ds in headers]
+    positions = np.array([dicom_numbers(ds, "ImagePositionPatient", f, 3) for f, ds in headers])
+    spacings = [dicom_numbers(ds, "PixelSpacing", f, 2) for f, ds in headers]
+    sizes = {(int(dicom_numbers(ds, "Rows", f, 1)[0]), int(dicom_numbers(ds, "Columns", f, 1)[0])) for f, ds in headers}
+    iop = iops[0]
     row_dir, col_dir = iop[:3], iop[3:]
+    if not (np.isclose(np.linalg.norm(row_dir), 1, atol=1e-3) and np.isclose(np.linalg.norm(col_dir), 1, atol=1e-3)
+            and abs(float(row_dir @ col_dir)) < 1e-3):
+        raise DataError(f"{headers[0][0]}: ImageOrientationPatient {iop.tolist()} is not two orthonormal directions")
+    for (f, _), other in zip(headers, iops):
+        if not np.allclose(other, iop, atol=1e-4):
+            raise DataError(f"{f}: oriented differently from {headers[0][0].name} (ImageOrientationPatient "
+                            f"{other.round(4).tolist()} vs {iop.round(4).tolist()}): mixed orientations in one series")
+    for (f, _), other in zip(headers, spacings):
+        if not np.allclose(other, spacings[0], atol=1e-4):
+            raise DataError(f"{f}: PixelSpacing {other.tolist()} differs from {headers[0][0].name} {spacings[0].tolist()}")
+        if not np.all(other > 0):
+            raise DataError(f"{f}: DICOM tag PixelSpacing must be positive, got {other.tolist()}")
     normal = np.cross(row_dir, col_dir)
-    positions = np.array([np.array(ds.ImagePositionPatient, dtype=np.float64) for _, ds in headers])
     order = np.argsort(positions @ normal, kind="stable")
     headers = [headers[i] for i in order]
-    dist = (positions @ normal)[order]
+    positions = positions[order]
+    dist = positions @ normal
     steps = np.diff(dist)
     if np.any(np.isclose(steps, 0.0, atol=1e-3)):
         dup = [str(headers[i + 1][0].name) for i in np.flatnonzero(np.isclose(steps, 0.0, atol=1e-3))]
@@ -166,22 +217,45 @@ def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: floa
         if np.any(np.abs(steps - step) > step * gap_tolerance + 1e-3):
             raise DataError(f"{folder}: inconsistent slice spacing {np.unique(np.round(steps, 2))} mm")
     else:
-        step = float(getattr(headers[0][1], "SliceThickness", 1.0) or 1.0)
+        step = float(dicom_numbers(headers[0][1], "SliceThickness", headers[0][0], 1, default=1.0)[0]) or 1.0
 
-    shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in headers}
-    if len(shapes) > 1:
-        raise DataError(f"{folder}: slices of different sizes {sorted(shapes)}")
+    if len(sizes) > 1:
+        raise DataError(f"{folder}: slices of different sizes {sorted(sizes)}")
     slices = [read_dicom_hu(pydicom.dcmread(str(f)), f) for f, _ in headers]
+    if len({sl.shape for sl in slices}) > 1:
+        raise DataError(f"{folder}: slices of different sizes {sorted({sl.shape for sl in slices})}")
     data = np.stack(slices, axis=-1).astype(np.float32)
 
-    dr, dc = (float(v) for v in headers[0][1].PixelSpacing)  # row spacing, column spacing
+    dr, dc = (float(v) for v in spacings[0])  # row spacing, column spacing
+    # in-plane offset of each slice origin from the orthogonal grid through the first one (gantry tilt)
+    rel = positions - positions[0]
+    offset = rel - np.outer(rel @ normal, normal)
+    if len(offset) and float(np.abs(offset).max()) > tilt_tolerance:
+        data = _untilt(data, offset @ row_dir / dc, offset @ col_dir / dr)
+        import warnings
+
+        tilt = np.degrees(np.arctan2(np.linalg.norm(offset[-1]), dist[-1] - dist[0]))
+        warnings.warn(f"{folder}: gantry tilt {tilt:.1f} deg: slices resampled onto an orthogonal grid "
+                      f"(in-plane shift up to {np.linalg.norm(offset, axis=1).max():.1f} mm)", DataWarning, stacklevel=2)
     lps = np.eye(4)
     lps[:3, 0] = row_dir * dc  # X index walks along a row (across columns)
     lps[:3, 1] = col_dir * dr
     lps[:3, 2] = normal * step
-    lps[:3, 3] = positions[order[0]]
+    lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
     return Volume(data=data, affine=affine, path=str(folder))
+
+
+def _untilt(data: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray) -> np.ndarray:
+    """Shift slice k by (shift_x[k], shift_y[k]) voxels (linear interpolation, air outside): the voxel
+    stored at (i, j) lies at (i + shift_x, j + shift_y) of the orthogonal grid through slice 0."""
+    from scipy import ndimage
+
+    out = np.empty_like(data)
+    fill = float(data.min())
+    for k in range(data.shape[2]):
+        out[:, :, k] = ndimage.shift(data[:, :, k], (shift_x[k], shift_y[k]), order=1, mode="constant", cval=fill)
+    return out
 
 
 # ----------------------------------------------------------------------------------------- 2D images
@@ -257,10 +331,6 @@ def load_display_image(path, max_tint: int = MAX_TINT, max_coloured: float = MAX
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Masks that releases keep beside their slices: CT-ICH's <s>_HGE_Seg.jpg, and the common _mask/_seg.
 MASK_SUFFIXES = ("_hge_seg", "_seg", "_mask")
-
-
-class DataWarning(UserWarning):
-    """Input that is used, with something left out or changed that the user should know about."""
 
 
 def natural_key(name: str) -> list:

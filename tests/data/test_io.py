@@ -217,3 +217,64 @@ def test_image_folder_natural_order_and_masks_left_out(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "1.png")
     with pytest.raises(DataError, match="1.jpg and 1.png are both slice '1'"):
         list_slice_images(tmp_path)
+
+
+def _edit_dicom(path, **tags):
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    for name, value in tags.items():
+        if value is None:
+            del ds[name]
+        else:
+            setattr(ds, name, value)
+    ds.save_as(path)
+
+
+def test_dicom_gantry_tilt_resampled_to_true_geometry(tmp_path):
+    import pydicom
+
+    from hemo_mtl.data.io import DataWarning
+
+    vol = np.full((24, 20, 6), -1000.0, np.float32)
+    vol[5, 6, :] = 1000.0  # one bright voxel per slice, at the same stored pixel (column 5, row 6)
+    paths = write_dicom_series(vol, AFFINE, tmp_path / "tilt")
+    for p in paths:  # tilt the gantry: each slice origin moves one row (0.9 mm) along the column direction
+        ds = pydicom.dcmread(p)
+        k = int(ds.InstanceNumber) - 1
+        col = np.array(ds.ImageOrientationPatient[3:], float)
+        _edit_dicom(p, ImagePositionPatient=[float(v) for v in np.array(ds.ImagePositionPatient, float) + k * 0.9 * col])
+    with pytest.warns(DataWarning, match=r"gantry tilt 10.2 deg"):  # atan(0.9 / 5)
+        loaded = load_dicom_series(tmp_path / "tilt")
+    # hand computation from the tags: LPS position of stored pixel (c, r) = IPP + c*dc*row + r*dr*col
+    first = pydicom.dcmread(min(paths, key=lambda p: pydicom.dcmread(p).ImagePositionPatient[2]))
+    row, col = np.array(first.ImageOrientationPatient[:3], float), np.array(first.ImageOrientationPatient[3:], float)
+    normal = np.cross(row, col)
+    ras = np.diag([-1.0, -1.0, 1.0])
+    np.testing.assert_allclose(loaded.affine[:3, 2], ras @ (normal * 5.0), atol=1e-6)  # orthogonal, 5 mm apart
+    np.testing.assert_allclose(loaded.affine[:3, 3], ras @ np.array(first.ImagePositionPatient, float), atol=1e-6)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        dr, dc = (float(v) for v in ds.PixelSpacing)
+        world = ras @ (np.array(ds.ImagePositionPatient, float) + 5 * dc * row + 6 * dr * col)
+        k = int(ds.InstanceNumber) - 1
+        i, j = np.unravel_index(np.argmax(loaded.data[:, :, k]), loaded.data.shape[:2])
+        assert loaded.data[i, j, k] == pytest.approx(1000.0, abs=1e-3)  # integer shifts: no blur
+        np.testing.assert_allclose(loaded.affine @ [i, j, k, 1], [*world, 1], atol=1e-6)
+
+
+def test_dicom_mixed_orientation_and_missing_tags(tmp_path):
+    vol = _volume()
+    paths = write_dicom_series(vol, AFFINE, tmp_path / "rot")
+    a = np.radians(15)
+    _edit_dicom(paths[2], ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, float(np.cos(a)), float(-np.sin(a))])
+    with pytest.raises(DataError, match=f"{paths[2]}: oriented differently.*mixed orientations"):
+        load_dicom_series(tmp_path / "rot")
+    paths = write_dicom_series(vol, AFFINE, tmp_path / "nops")
+    _edit_dicom(paths[3], PixelSpacing=None)
+    with pytest.raises(DataError, match=f"{paths[3]}: DICOM tag PixelSpacing missing"):
+        load_dicom_series(tmp_path / "nops")
+    paths = write_dicom_series(vol, AFFINE, tmp_path / "badpos")
+    _edit_dicom(paths[1], ImagePositionPatient=[0.0, 0.0])
+    with pytest.raises(DataError, match="DICOM tag ImagePositionPatient has 2 value"):
+        load_dicom_series(tmp_path / "badpos")
