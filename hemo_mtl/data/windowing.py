@@ -85,20 +85,28 @@ def stack_windows(hu, windows: Sequence[str | Sequence[float]] = ("brain",), axi
 
 
 def check_hu_range(hu: np.ndarray, source: str) -> None:
-    """Reject arrays that cannot be a head CT in HU, naming the file: the mistake is silent otherwise.
+    """Reject arrays that cannot be a head CT in HU (a DataError naming the file, so batch tools skip
+    and report it): the mistake is silent otherwise. NaN/inf voxels are refused first (NaN compares
+    false with every bound, so an all-NaN scan would otherwise pass and predict 0 mL).
 
     A head CT always shows air around the head (about -1000 HU); MR volumes, 8-bit display images and
     stored values whose rescale slope/intercept were never applied do not.
     """
+    from .io import DataError
+
+    finite = np.isfinite(hu)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise DataError(f"{source}: {bad} of {finite.size} voxels are NaN or infinite: not a CT in HU")
     lo, hi = float(np.min(hu)), float(np.max(hu))
     if lo > -500.0:
         kind = "an 8-bit display image" if lo >= 0.0 and hi <= 255.0 else "MR or unrescaled stored values"
-        raise ValueError(
+        raise DataError(
             f"{source}: intensities {lo:.0f}..{hi:.0f} have no air (< -500 HU): not a CT in HU, "
             f"looks like {kind}"
         )
     if lo < CT_HU_RANGE[0] - 3000 or hi > CT_HU_RANGE[1] * 4:
-        raise ValueError(
+        raise DataError(
             f"{source}: intensities {lo:.0f}..{hi:.0f} are outside any CT range "
             f"({CT_HU_RANGE[0]:.0f}..{CT_HU_RANGE[1]:.0f} HU plus padding): rescale missing, or not a CT"
         )

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from ..categories import LABELS
 from ..data.dataset import context_index
+from ..data.io import DataError, list_slice_images, load_dicom_series, load_display_image, load_nifti
 from ..data.patches import window_grid
-from ..data.io import DataError, load_dicom_series, load_display_image, load_nifti
 from ..data.windowing import check_hu_range, stack_windows
 from ..models.tta import eval_forward, merge_detections
 from .postprocess import clean_mask
@@ -100,7 +100,7 @@ def load_scan(path) -> Scan:
         return Scan(str(path), "hu", vol.data, vol.affine)
     if not path.is_dir():
         raise DataError(f"{path}: input not found")
-    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = list_slice_images(path)  # natural order, mask files left out
     if images:
         return Scan(str(path), "display", [load_display_image(p) for p in images], None, [p.name for p in images])
     vol = load_dicom_series(path)

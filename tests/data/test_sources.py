@@ -141,3 +141,135 @@ def test_rsna_groups_by_dicom_tags(tmp_path):
     top = frame.iloc[-1]  # highest z is the last slice
     assert top["any"] == 1 and top["SDH"] == 1 and top["image"].endswith(f"{by_z[max(by_z)]}.dcm")
     assert any("ID_missing" in s["item"] for s in scan.skipped)
+
+
+def _reasons(scan) -> str:
+    return " | ".join(f"{s['item']}: {s['reason']}" for s in scan.skipped)
+
+
+def test_nifti_csv_whitespace_bad_cells_and_duplicates(tmp_path):
+    """No masks, so every label comes from slice_labels.csv: stray spaces must not lose them, a bad
+    cell loses only its row (named by line), conflicting duplicates are refused, identical ones used."""
+    _nifti_dataset(tmp_path, n=1)
+    for f in (tmp_path / "masks").iterdir():
+        f.unlink()
+    (tmp_path / "slice_labels.csv").write_text(
+        " patient_id , slice_idx ,any, SDH \n"
+        " p0 , 0 , 1 , 1 \n"       # line 2: spaces everywhere
+        "p0,1,yes,0\n"             # line 3: bad label
+        "p0,2,0.5,0\n"             # line 4: truncated to 0 by int() before
+        "p0,3,1,1\n"               # line 5
+        "p0,3,0,0\n"               # line 6: conflicts with line 5
+        "p0,4,0,0\n"               # line 7
+        "p0,4,0.0,0\n"             # line 8: identical to line 7
+        "p0,5,,\n"                 # line 9: empty = unknown in this layout
+    )
+    scan = scan_source("nifti", tmp_path)
+    frame = rows_to_frame(scan.rows).set_index("slice_idx")
+    assert frame.loc[0, "any"] == 1 and frame.loc[0, "SDH"] == 1 and frame.loc[0, "has_cls"]
+    assert frame.loc[4, "any"] == 0 and frame.loc[4, "SDH"] == 0
+    for k in (1, 2, 3, 5):  # left out (1-3) or unknown (5): no label at all, never a guessed one
+        assert not frame.loc[k, "has_cls"] and pd.isna(frame.loc[k, "any"]), k
+    csv = tmp_path / "slice_labels.csv"
+    reasons = _reasons(scan)
+    assert f"{csv} line 3: column 'any': label must be 0 or 1, got 'yes'" in reasons
+    assert f"{csv} line 4: column 'any': label must be 0 or 1, got '0.5'" in reasons
+    assert f"{csv} lines 5, 6: conflicting rows for patient/slice ('p0', 3)" in reasons
+    assert any(f"{csv} lines 7, 8" in n and "identical" in n for n in scan.notes)
+    assert len(scan.skipped) == 3
+
+
+def test_nifti_csv_rows_without_volume_and_bad_lesion_rows(tmp_path):
+    mask = _nifti_dataset(tmp_path, n=1)
+    (tmp_path / "slice_labels.csv").write_text("patient_id,slice_idx,any\nghost,0,1\n")
+    (tmp_path / "lesions.csv").write_text(
+        "patient_id,lesion,subtype,location,first_slice,last_slice\n"
+        "p0,0,SDH,lobar,2,2\np0,1,chronic,deep,3,3\np0,2,IVH,deep,x,3\n"
+    )
+    scan = scan_source("nifti", tmp_path)
+    reasons = _reasons(scan)
+    assert "slice_labels.csv patient ghost: 1 row(s) for a patient without a volume" in reasons
+    assert "lesions.csv line 3: column 'subtype': unknown subtype 'chronic'" in reasons
+    assert "lesions.csv line 4: column 'first_slice': expected an integer, got 'x'" in reasons
+    frame = rows_to_frame(scan.rows).set_index("slice_idx")
+    assert frame.loc[2, "location"] == "lobar" and (mask[:, :, 2] == 2).any()
+
+
+def test_kaggle_csv_cells_checked(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "head_ct").mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(tmp_path / "head_ct" / f"{i:03d}.png")
+    (tmp_path / "labels.csv").write_text("id, hemorrhage\n 0 , 1 \n1,0.5\n2,\n3,1\n3,0\n4,0\n4,0\n5,2\n")
+    scan = scan_source("kaggle", tmp_path)
+    frame = rows_to_frame(scan.rows).set_index("patient_id")
+    assert frame["any"].to_dict() == {"000": 1, "004": 0}
+    csv = tmp_path / "labels.csv"
+    reasons = _reasons(scan)
+    assert f"{csv} line 3: column 'hemorrhage': label must be 0 or 1, got '0.5'" in reasons
+    assert f"{csv} line 4: column 'hemorrhage': empty label cell" in reasons
+    assert f"{csv} lines 5, 6: conflicting rows for id 3" in reasons
+    assert f"{csv} line 9: column 'hemorrhage': label must be 0 or 1, got '2'" in reasons
+    # images whose row was bad are reported by their row, not a second time as "no row in labels.csv"
+    assert "no row" not in reasons and len(scan.skipped) == 4
+
+
+def test_physionet_csv_cells_checked(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "Patients_CT" / "049" / "brain"
+    folder.mkdir(parents=True)
+    for s in range(1, 7):
+        Image.fromarray(np.full((16, 16), 20 * s, np.uint8)).save(folder / f"{s}.jpg")
+    header = " PatientNumber , SliceNumber,Intraventricular,Intraparenchymal,Subarachnoid,Epidural,Subdural,No_Hemorrhage,Fracture_Yes_No\n"
+    rows = [" 49 , 1 ,0,0,0,0,0,1,0",   # line 2: spaces
+            "49,2,0,yes,0,0,0,0,0",      # line 3
+            "49,3,0,0,0,0,0,No_Hemorrhage=2,0",  # line 4
+            "49,4,0,1,0,0,0,1,0",        # line 5: No_Hemorrhage=1 with IPH
+            "49,5,0,1,0,0,0,0,0",        # line 6
+            "49,5,0,0,0,0,0,1,0",        # line 7: conflicts with line 6
+            "49,6,0,,0,0,0,0,0"]         # line 8: empty
+    (tmp_path / "hemorrhage_diagnosis.csv").write_text(header + "\n".join(rows) + "\n")
+    scan = scan_source("physionet", tmp_path)
+    frame = rows_to_frame(scan.rows)
+    assert frame["slice_idx"].tolist() == [0] and frame["any"].tolist() == [0]
+    csv = tmp_path / "hemorrhage_diagnosis.csv"
+    reasons = _reasons(scan)
+    assert f"{csv} line 3: column 'Intraparenchymal': label must be 0 or 1, got 'yes'" in reasons
+    assert f"{csv} line 4: column 'No_Hemorrhage': label must be 0 or 1, got 'No_Hemorrhage=2'" in reasons
+    assert f"{csv} line 5: patient 49 slice 4: No_Hemorrhage=1 but a subtype is set" in reasons
+    assert f"{csv} lines 6, 7: conflicting rows for patient/slice (49, 5)" in reasons
+    assert f"{csv} line 8: column 'Intraparenchymal': empty label cell" in reasons
+
+
+def test_nifti_nan_non_hu_and_wrapping_mask_are_skipped_not_fatal(tmp_path):
+    _nifti_dataset(tmp_path, n=4)
+    nib.save(nib.Nifti1Image(np.full((32, 32, 6), np.nan, np.float32), AFFINE), tmp_path / "volumes" / "p1.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((32, 32, 6), 100.0, np.float32), AFFINE), tmp_path / "volumes" / "p2.nii.gz")
+    wrap = np.zeros((32, 32, 6), np.int16)
+    wrap[4, 4, 1] = 257
+    nib.save(nib.Nifti1Image(wrap, AFFINE), tmp_path / "masks" / "p3.nii.gz")
+    scan = scan_source("nifti", tmp_path)
+    reasons = _reasons(scan)
+    assert "p1.nii.gz: 6144 of 6144 voxels are NaN or infinite" in reasons
+    assert "p2.nii.gz: intensities 100..100 have no air" in reasons
+    assert "p3.nii.gz: unknown subtype label(s) [257] (expected 0..5)" in reasons
+    assert {r["patient_id"] for r in scan.rows} == {"p0"}
+
+
+def test_kaggle_accepts_burned_in_colour_text_and_says_so(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "head_ct").mkdir()
+    gray = np.random.default_rng(4).integers(0, 256, (40, 40)).astype(np.uint8)
+    rgb = np.stack([gray] * 3, -1)
+    rgb[2:6, 2:12] = [230, 40, 40]  # a red "L" marker: 40 of 1600 pixels (2.5%)
+    Image.fromarray(rgb).save(tmp_path / "head_ct" / "000.png")
+    rgb[10:30, 5:35] = [0, 0, 255]  # plus a blue overlay: 600 more pixels, 40% in all
+    Image.fromarray(rgb).save(tmp_path / "head_ct" / "001.png")
+    (tmp_path / "labels.csv").write_text("id, hemorrhage\n0,1\n1,0\n")
+    scan = scan_source("kaggle", tmp_path)
+    assert [r["patient_id"] for r in scan.rows] == ["000"]
+    assert any("000.png: 40 coloured pixel(s)" in n for n in scan.notes)
+    assert "001.png: colour image whose channels differ on 40.0%" in _reasons(scan)

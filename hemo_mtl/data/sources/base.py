@@ -15,4 +15,14 @@ class SourceScan:
     mask_volumes: dict[str, str] = field(default_factory=dict)
 
     def skip(self, item, reason: str) -> None:
-        self.skipped.append({"item": str(item), "reason": reason})
+        item = str(item)
+        if reason.startswith(f"{item}: "):  # a DataError already naming the item: say it once
+            reason = reason[len(item) + 2:]
+        self.skipped.append({"item": item, "reason": reason})
+
+    def skip_error(self, exc: Exception, item=None) -> None:
+        """Report a DataError: a RowError keeps its file+line item, others go under ``item``."""
+        if hasattr(exc, "item") and hasattr(exc, "reason"):
+            self.skip(exc.item, exc.reason)
+        else:
+            self.skip(item if item is not None else "", str(exc))

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ...categories import LABELS, SUBTYPES, subtype_id
 from ...registry import SOURCES
+from ..cells import RowError, id_cell, int_cell, label_cell, read_csv_rows, unique_rows
 from ..io import DataError, load_nifti, load_nifti_mask
 from ..manifest import labels_from_mask, make_row
 from ..windowing import check_hu_range
@@ -43,22 +44,68 @@ def _find(folder: Path) -> dict[str, Path]:
     return {_stem(p): p for p in sorted(folder.iterdir()) if p.name.endswith(NIFTI_SUFFIXES)}
 
 
-def read_slice_label_csv(path: Path) -> pd.DataFrame:
-    """The slice-label CSV with label columns named by ``LABELS`` (long subtype names accepted)."""
-    frame = pd.read_csv(path, dtype={"patient_id": str})
-    frame.columns = [c.strip() for c in frame.columns]
-    for required in ("patient_id", "slice_idx"):
-        if required not in frame.columns:
-            raise DataError(f"{path}: missing column {required!r} (have {list(frame.columns)})")
-    renamed = {}
-    for col in frame.columns:
-        if col in ("patient_id", "slice_idx", "any", "study_id"):
+def read_slice_label_csv(path: Path, scan: SourceScan) -> dict[tuple[str, int], list[int | None]]:
+    """``{(patient_id, slice_idx): [any, EDH..IVH]}`` from the slice-label CSV, every cell checked.
+
+    Long subtype names are accepted as column names; a missing label column or an empty cell means
+    unknown (the manifest's convention). Bad cells and conflicting duplicate rows are reported in
+    ``scan`` and left out; an unknown column name refuses the file (its labels could not be placed).
+    """
+    header, rows, bad = read_csv_rows(path, required=("patient_id", "slice_idx"))
+    columns = {}
+    for col in header:
+        if col in ("patient_id", "slice_idx", "study_id"):
+            continue
+        if col == "any":
+            columns[col] = 0
             continue
         try:
-            renamed[col] = SUBTYPES[subtype_id(col) - 1]
+            columns[col] = subtype_id(col)
         except ValueError as exc:
             raise DataError(f"{path}: column {col!r}: {exc}") from exc
-    return frame.rename(columns=renamed)
+    for exc in bad:
+        scan.skip_error(exc)
+    items = []
+    for row in rows:
+        try:
+            pid = id_cell(row, "patient_id")
+            k = int_cell(row, "slice_idx", minimum=0)
+            lab: list[int | None] = [None] * len(LABELS)
+            for col, i in columns.items():
+                lab[i] = label_cell(row, col, allow_empty=True)
+        except RowError as exc:
+            scan.skip_error(exc)
+            continue
+        items.append(((pid, k), lab, row))
+    labels, notes, errors = unique_rows(items, what="patient/slice")
+    scan.notes.extend(notes)
+    for exc in errors:
+        scan.skip_error(exc)
+    return labels
+
+
+def read_lesion_csv(path: Path, scan: SourceScan) -> pd.DataFrame:
+    """lesions.csv rows with checked cells (subtype name, slice range); bad rows reported and left out."""
+    _, rows, bad = read_csv_rows(path, required=("patient_id", "subtype", "location", "first_slice", "last_slice"))
+    for exc in bad:
+        scan.skip_error(exc)
+    records = []
+    for row in rows:
+        try:
+            pid = id_cell(row, "patient_id")
+            try:
+                subtype = SUBTYPES[subtype_id(row.text("subtype")) - 1]
+            except ValueError as exc:
+                raise row.error(f"column 'subtype': {exc}") from None
+            first, last = int_cell(row, "first_slice", minimum=0), int_cell(row, "last_slice", minimum=0)
+            if last < first:
+                raise row.error(f"last_slice {last} before first_slice {first}")
+        except RowError as exc:
+            scan.skip_error(exc)
+            continue
+        records.append({"patient_id": pid, "subtype": subtype, "location": row.text("location"),
+                        "first_slice": first, "last_slice": last})
+    return pd.DataFrame(records, columns=["patient_id", "subtype", "location", "first_slice", "last_slice"])
 
 
 def slice_locations(mask: np.ndarray, lesions: pd.DataFrame) -> list[str]:
@@ -89,40 +136,34 @@ def scan_nifti(root, check_hu: bool = True) -> SourceScan:
         raise DataError(f"{root}: no volumes/*.nii[.gz] found (expected the nifti layout: volumes/, masks/, slice_labels.csv)")
     masks = _find(root / "masks")
     csv_path = root / "slice_labels.csv"
-    labels = read_slice_label_csv(csv_path) if csv_path.is_file() else None
+    labels = read_slice_label_csv(csv_path, scan) if csv_path.is_file() else None
     lesions_path = root / "lesions.csv"
-    lesions = pd.read_csv(lesions_path, dtype={"patient_id": str}) if lesions_path.is_file() else None
-    if lesions is not None:
-        need = {"patient_id", "subtype", "location", "first_slice", "last_slice"} - set(lesions.columns)
-        if need:
-            raise DataError(f"{lesions_path}: missing column(s) {sorted(need)} (have {list(lesions.columns)})")
+    lesions = read_lesion_csv(lesions_path, scan) if lesions_path.is_file() else None
     for pid in sorted(set(masks) - set(volumes)):
         scan.skip(masks[pid], "mask without a volume")
+    by_patient: dict[str, dict[int, list]] = {}
+    for (pid, k), lab in (labels or {}).items():
+        by_patient.setdefault(pid, {})[k] = lab
+    for pid in sorted(set(by_patient) - set(volumes)):
+        scan.skip(f"{csv_path} patient {pid}", f"{len(by_patient.pop(pid))} row(s) for a patient without a volume")
 
     for pid, vol_path in volumes.items():
         try:
             vol = load_nifti(vol_path)
             if check_hu:
                 check_hu_range(vol.data, str(vol_path))
-            mask = load_nifti_mask(masks[pid], like=vol) if pid in masks else None
-            if mask is not None:
-                bad = np.setdiff1d(np.unique(mask.data), np.arange(len(SUBTYPES) + 1))
-                if len(bad):
-                    raise DataError(f"{masks[pid]}: unknown subtype label(s) {bad.tolist()} (expected 0..5)")
+            mask = load_nifti_mask(masks[pid], like=vol, max_label=len(SUBTYPES)) if pid in masks else None
         except DataError as exc:
             scan.skip(vol_path, str(exc))
             continue
         n = vol.data.shape[2]
         from_mask = labels_from_mask(mask.data) if mask is not None else None
         from_csv = {}
-        if labels is not None:
-            sub = labels[labels["patient_id"] == pid]
-            for _, r in sub.iterrows():
-                k = int(r["slice_idx"])
-                if not 0 <= k < n:
-                    scan.skip(f"{csv_path} patient {pid} slice {k}", f"slice does not exist ({vol_path} has {n} slices)")
-                    continue
-                from_csv[k] = [None if pd.isna(r.get(c)) else int(r[c]) for c in LABELS]
+        for k, lab in by_patient.pop(pid, {}).items():
+            if not 0 <= k < n:
+                scan.skip(f"{csv_path} patient {pid} slice {k}", f"slice does not exist ({vol_path} has {n} slices)")
+                continue
+            from_csv[k] = lab
         if mask is not None:
             scan.mask_volumes[pid] = str(masks[pid].resolve())
         locations = (slice_locations(mask.data, lesions[lesions["patient_id"] == pid])

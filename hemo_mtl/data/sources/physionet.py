@@ -28,6 +28,7 @@ from PIL import Image
 
 from ...categories import CATEGORY_IDS, LABELS, SUBTYPES, UNKNOWN_SUBTYPE
 from ...registry import SOURCES
+from ..cells import RowError, int_cell, label_cell, read_csv_rows, unique_rows
 from ..io import DataError, load_nifti, load_nifti_mask, read_slice
 from ..manifest import make_row
 from ..windowing import check_hu_range
@@ -45,25 +46,42 @@ LICENSE = {"name": "CC BY 4.0 (CT-ICH v1.0.0-1.3.0); v1.3.1: PhysioNet Restricte
            "url": "https://doi.org/10.13026/w8q8-ky94"}
 
 
-def read_diagnosis_csv(path: Path) -> pd.DataFrame:
-    """CSV -> columns patient (int), slice (1-based int) and our LABELS; BOM and spaces tolerated."""
-    if not path.is_file():
-        raise DataError(f"{path}: label CSV not found")
-    frame = pd.read_csv(path, encoding="utf-8-sig")
-    frame.columns = [c.strip() for c in frame.columns]
-    needed = ["PatientNumber", "SliceNumber", "No_Hemorrhage", *CSV_COLUMNS]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; have {list(frame.columns)}")
-    out = pd.DataFrame({"patient": frame["PatientNumber"].astype(int), "slice": frame["SliceNumber"].astype(int)})
-    out["any"] = 1 - frame["No_Hemorrhage"].astype(int)
-    for col, name in CSV_COLUMNS.items():
-        out[name] = frame[col].astype(int)
-    inconsistent = out[(out["any"] == 0) & (out[list(SUBTYPES)].sum(axis=1) > 0)]
-    if len(inconsistent):
-        r = inconsistent.iloc[0]
-        raise DataError(f"{path}: patient {r.patient} slice {r.slice}: No_Hemorrhage=1 but a subtype is set")
-    return out
+def read_diagnosis_csv(path: Path, scan: SourceScan | None = None) -> pd.DataFrame:
+    """CSV -> columns patient (int), slice (1-based int) and our LABELS, every cell checked.
+
+    A BOM and whitespace around names and cells are tolerated. A bad cell (``yes``, ``2``, ``0.5``,
+    empty), No_Hemorrhage=1 with a subtype set, or conflicting duplicate rows are reported in ``scan``
+    with file and line and left out (raised when no ``scan`` is given); identical duplicates are
+    used once, with a note.
+    """
+    header, rows, bad = read_csv_rows(path, required=["PatientNumber", "SliceNumber", "No_Hemorrhage", *CSV_COLUMNS])
+
+    def report(exc: RowError) -> None:
+        if scan is None:
+            raise exc
+        scan.skip_error(exc)
+
+    for exc in bad:
+        report(exc)
+    items = []
+    for row in rows:
+        try:
+            key = (int_cell(row, "PatientNumber", minimum=0), int_cell(row, "SliceNumber", minimum=1))
+            lab = [1 - label_cell(row, "No_Hemorrhage"), *(label_cell(row, col) for col in CSV_COLUMNS)]
+            if lab[0] == 0 and any(lab[1:]):
+                raise row.error(f"patient {key[0]} slice {key[1]}: No_Hemorrhage=1 but a subtype is set")
+        except RowError as exc:
+            report(exc)
+            continue
+        items.append((key, tuple(lab), row))
+    kept, notes, errors = unique_rows(items, what="patient/slice")
+    if scan is not None:
+        scan.notes.extend(notes)
+    for exc in errors:
+        report(exc)
+    names = ["any", *CSV_COLUMNS.values()]
+    out = pd.DataFrame([(p, s, *lab) for (p, s), lab in kept.items()], columns=["patient", "slice", *names])
+    return out[["patient", "slice", *LABELS]].astype(int)
 
 
 def _mask_ref(ref: str, labels: list[int]) -> str:
@@ -102,7 +120,7 @@ def scan_physionet(root) -> SourceScan:
 def _scan_jpg(root: Path) -> SourceScan:
     scan = SourceScan(source="physionet", licenses=[LICENSE])
     scan.notes.append("CT-ICH JPG release: brain-window 8-bit JPEGs (display images, not HU)")
-    labels = read_diagnosis_csv(root / "hemorrhage_diagnosis.csv")
+    labels = read_diagnosis_csv(root / "hemorrhage_diagnosis.csv", scan)
     seen = set()
     masked_patients: dict[Path, bool] = {}
     counts = {"mask files": 0, "empty by definition": 0, "bleed slices without mask": 0}
@@ -168,7 +186,7 @@ def _jpg_mask(image: Path, mask_file: Path, lab: list[int], patient_masked: bool
 
 def _scan_nifti(root: Path) -> SourceScan:
     scan = SourceScan(source="physionet", licenses=[LICENSE])
-    labels = read_diagnosis_csv(root / "hemorrhage_diagnosis_raw_ct.csv")
+    labels = read_diagnosis_csv(root / "hemorrhage_diagnosis_raw_ct.csv", scan)
     counts: dict = {}
     for patient, group in labels.groupby("patient"):
         pid = f"{patient:03d}"
