@@ -120,6 +120,38 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+# Numbers with a range, checked where they are read (file or override) so a bad value is named at the
+# config rather than deep inside torch or albumentations: dotted key ("*" = any list index) ->
+# (low, high, low_open); None = unbounded. None values (off / not set) are never range-checked.
+_POS, _NONNEG, _FRACTION = (0, None, True), (0, None, False), (0, 1, False)
+RANGES: dict[str, tuple] = {
+    "seed": _NONNEG,
+    "data.image_size": _POS, "data.batch_size": _POS, "data.num_workers": _NONNEG, "data.context_slices": _NONNEG,
+    "data.phantom.patients": _POS, "data.phantom.size": _POS, "data.phantom.slices": _POS,
+    "data.phantom.seed": _NONNEG,
+    "data.split.seed": _NONNEG, "data.split.val": _FRACTION, "data.split.test": _FRACTION,
+    "data.split.folds": _NONNEG, "data.split.fold": _NONNEG,
+    "data.patches.size": _NONNEG, "data.patches.stride": _NONNEG, "data.patches.neg_keep": _FRACTION,
+    "data.extra.sharpen": _NONNEG,
+    "schedule.stages.*.epochs": _POS, "schedule.stages.*.neg_fraction": _FRACTION,
+    "schedule.stages.*.repeat_threshold": _FRACTION, "schedule.stages.*.hard_negatives": _FRACTION,
+    "schedule.joint.neg_fraction": _FRACTION, "schedule.joint.repeat_threshold": _FRACTION,
+    "schedule.joint.hard_negatives": _FRACTION,
+    "schedule.cascade.target_sensitivity": _FRACTION, "schedule.cascade.threshold": _FRACTION,
+    "schedule.cascade.neg_fraction": _FRACTION, "schedule.cascade.repeat_threshold": _FRACTION,
+    "schedule.cascade.hard_negatives": _FRACTION, "schedule.cascade.cls_epochs": _NONNEG,
+    "schedule.cascade.cls_neg_fraction": _FRACTION,
+    "train.epochs": _POS, "train.lr": _POS, "train.momentum": _FRACTION, "train.weight_decay": _NONNEG,
+    "train.lr_schedule.warmup_iters": _NONNEG, "train.lr_schedule.warmup_factor": (0, 1, True),
+    "train.lr_schedule.min_lr_factor": _FRACTION, "train.lr_schedule.gamma": _POS,
+    "train.grad_clip": _POS, "train.accum_steps": _POS, "train.ema.decay": _FRACTION, "train.ema.tau": _POS,
+    "train.checkpoint_period": _NONNEG, "train.checkpoint_keep": _NONNEG, "train.eval_period": _NONNEG,
+    "train.log_period": _NONNEG, "train.num_threads": _POS,
+    "eval.batch_size": _POS, "eval.image_panels": _NONNEG, "eval.select.k": _POS, "eval.select.after_epoch": _NONNEG,
+    "eval.sliding_window.size": _NONNEG, "eval.sliding_window.stride": _NONNEG,
+    "eval.sliding_window.closing": _NONNEG, "eval.sliding_window.opening": _NONNEG,
+}
+
 # Dicts whose keys belong to another component and are not checked here.
 FREE_FORM = {("data", "augment"), ("schedule", "stages", "*", "loss_weights"), ("model", "backbone", "kwargs")}
 
@@ -387,6 +419,7 @@ def _check(cfg: Any, schema: Any, path: tuple[str, ...], origin: str) -> None:
             raise ConfigError(
                 f"{origin}: {dotted} must be {_type_name(default)}, got {_type_name(value)} ({value!r})"
             )
+        _check_range(key_path, value, origin)
         if key_path == ("schedule", "stages") and value:
             for i, stage in enumerate(value):
                 if not isinstance(stage, Mapping):
@@ -394,6 +427,29 @@ def _check(cfg: Any, schema: Any, path: tuple[str, ...], origin: str) -> None:
                 _check(stage, STAGE_DEFAULTS, ("schedule", "stages", str(i)), origin)
         elif isinstance(default, Mapping) and isinstance(value, Mapping):
             _check(value, default, key_path, origin)
+
+
+def _range_of(key_path: tuple[str, ...]) -> tuple | None:
+    for pattern, bounds in RANGES.items():
+        parts = pattern.split(".")
+        if len(parts) == len(key_path) and all(p in ("*", k) for p, k in zip(parts, key_path)):
+            return bounds
+    return None
+
+
+def _check_range(key_path: tuple[str, ...], value: Any, origin: str) -> None:
+    bounds = _range_of(key_path)
+    if bounds is None or value is None or isinstance(value, bool):
+        return
+    number = float(value) if _is_float_text(value) else value
+    if not isinstance(number, (int, float)):
+        return
+    low, high, low_open = bounds
+    bad_low = low is not None and (number <= low if low_open else number < low)
+    bad_high = high is not None and number > high
+    if bad_low or bad_high or number != number:
+        want = {_POS: "> 0", _NONNEG: ">= 0", _FRACTION: "in [0, 1]"}.get(bounds, f"in ({low}, {high}]")
+        raise ConfigError(f"{origin}: {'.'.join(key_path)}={value!r} is out of range: must be {want}")
 
 
 def _plain(obj: Any) -> Any:

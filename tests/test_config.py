@@ -151,3 +151,28 @@ def test_input_channels_must_match_windows(tmp_path):
     pytest.importorskip("hemo_mtl.models")
     with pytest.raises(ConfigError, match=r"in_chans=1 but data.windows has 2"):
         load_config(write(tmp_path / "w.yaml", "data: {windows: [brain, bone]}\nmodel: {backbone: {in_chans: 1}}\n"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1", "train.lr=-1 is out of range: must be > 0"),
+    ("train.lr=0", "train.lr=0 is out of range: must be > 0"),
+    ("data.batch_size=0", "data.batch_size=0 is out of range: must be > 0"),
+    ("data.image_size=0", "data.image_size=0 is out of range: must be > 0"),
+    ("train.epochs=0", "train.epochs=0 is out of range"),
+    ("data.num_workers=-1", "data.num_workers=-1 is out of range: must be >= 0"),
+    ("data.split.val=1.5", r"data.split.val=1.5 is out of range: must be in \[0, 1\]"),
+    ("schedule.cascade.target_sensitivity=-0.1", "schedule.cascade.target_sensitivity=-0.1 is out of range"),
+    ("schedule.stages=[{epochs: 0}]", "schedule.stages.0.epochs=0 is out of range"),
+])
+def test_numbers_out_of_range_are_named_at_the_config(override, message):
+    with pytest.raises(ConfigError, match=f"command-line override .*{message}"):
+        load_config(CONFIGS / "demo.yaml", [override])
+
+
+def test_range_checked_in_files_too_and_none_means_off(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("_base_: " + str(CONFIGS / "demo.yaml") + "\ndata: {batch_size: -4}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: data.batch_size=-4 is out of range"):
+        load_config(bad)
+    cfg = load_config(CONFIGS / "demo.yaml", ["train.grad_clip=null", "train.lr=1e-4", "data.split.val=0"])
+    assert cfg["train"]["grad_clip"] is None and cfg["train"]["lr"] == 1e-4 and cfg["data"]["split"]["val"] == 0

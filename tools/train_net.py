@@ -4,11 +4,15 @@
     python tools/train_net.py --config configs/mtl_cascade.yaml [key.sub=value ...]
     python tools/train_net.py --config configs/demo.yaml output_dir=runs/demo train.epochs=2
     python tools/train_net.py --config configs/mtl_joint.yaml --resume            # latest checkpoint
+    python tools/train_net.py --config configs/demo.yaml --overwrite              # replace the run in output_dir
     python tools/train_net.py --config configs/mtl_joint.yaml --eval-only --weights runs/x/model_final.pth
     torchrun --nproc_per_node 2 tools/train_net.py --config configs/mtl_joint.yaml   # DDP (gloo on CPU)
 
 The run directory (``output_dir``) gets config.yaml, splits.json, checkpoints/, tensorboard events,
 metrics.json (one line per evaluation), model_final.pth, final_metrics.json (test split) and report.md.
+A run directory that already holds a run is refused unless --resume continues it or --overwrite
+replaces it. --eval-only writes into output_dir/eval/<weights name>-<split>/ and leaves the run's own
+files alone.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -31,15 +36,24 @@ except ImportError:  # run from a checkout without `pip install -e .`
 
 import torch  # noqa: E402
 
-from hemo_mtl.atomic import atomic_write_json  # noqa: E402
+from hemo_mtl.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from hemo_mtl.cli_errors import run_main  # noqa: E402
 from hemo_mtl.config import ConfigError, load_config, save_config  # noqa: E402
 from hemo_mtl.engine import (CheckpointHook, EvalHook, LRScheduleHook, ProgressHook, TensorboardHook,  # noqa: E402
-                             Trainer, build_schedule, evaluate, init_distributed, latest_checkpoint,
-                             load_checkpoint, resolve_device, save_checkpoint, seed_everything)
+                             Trainer, build_schedule, evaluate, init_distributed, load_checkpoint,
+                             resolve_device, save_checkpoint, seed_everything)
+from hemo_mtl.engine.checkpoint import (CHECKPOINT_DIR, CheckpointError, config_differences,  # noqa: E402
+                                        describe_differences, list_checkpoints, load_model_weights,
+                                        newest_intact_checkpoint)
 from hemo_mtl.engine.data import build_datasets, eval_loader, prepare_data_dir, run_splits  # noqa: E402
 from hemo_mtl.engine.distributed import barrier, cleanup, threads_per_rank  # noqa: E402
 from hemo_mtl.engine.hooks import append_metrics_line  # noqa: E402
-from hemo_mtl.engine.trainer import NonFiniteLossError  # noqa: E402
+from hemo_mtl.paths import safe_component  # noqa: E402
+
+# what a training run writes into its output_dir (data/ is the generated dataset, kept and reused)
+RUN_FILES = ("config.yaml", "splits.json", "model_final.pth", "metrics.json", "final_metrics.json",
+             "report.md", "epochs.json", "events.out.tfevents.*")
+RUN_DIRS = (CHECKPOINT_DIR, "report", "eval")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,7 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="YAML config (may use _base_)")
     p.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="continue from output_dir/checkpoints (latest) or from the given checkpoint path")
-    p.add_argument("--eval-only", action="store_true", help="only evaluate --weights on the test split")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in output_dir (its checkpoints, weights, metrics, reports)")
+    p.add_argument("--eval-only", action="store_true",
+                   help="only evaluate --weights on eval.final_split, into output_dir/eval/<weights>-<split>/")
     p.add_argument("--weights", default=None, help="model_final.pth or a training checkpoint (with --eval-only)")
     p.add_argument("opts", nargs="*", help="config overrides key.sub=value (output_dir=DIR sets the run dir)")
     return p.parse_args(argv)
@@ -62,10 +79,19 @@ def main(args: argparse.Namespace) -> dict:
     if device.type == "cpu" and tcfg.get("num_threads"):
         torch.set_num_threads(threads_per_rank(tcfg["num_threads"]))
     seed_everything(int(cfg["seed"]) + dist.rank, deterministic=bool(tcfg["deterministic"]))
-    out = Path(cfg["output_dir"])
+    final_split = cfg["eval"]["final_split"]
+    if final_split not in ("val", "test"):
+        raise ConfigError(f"eval.final_split must be val or test, got {final_split!r}")
+    run_dir = Path(cfg["output_dir"])
+    out = eval_dir(run_dir, args.weights, final_split) if args.eval_only else run_dir
+    if not args.eval_only:
+        check_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if dist.is_main:
+        if args.overwrite and not args.eval_only:
+            clear_run_dir(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+    barrier()
 
     # 2. data: generated phantom or a converted dataset, patient-wise splits
     data_dir = prepare_data_dir(cfg, dist)
@@ -77,9 +103,6 @@ def main(args: argparse.Namespace) -> dict:
     elif dist.is_main and (data_dir / "splits.json").resolve() != (out / "splits.json").resolve():
         shutil.copyfile(data_dir / "splits.json", out / "splits.json")
     datasets = build_datasets(cfg, data_dir, splits)
-    final_split = cfg["eval"]["final_split"]
-    if final_split not in ("val", "test"):
-        raise ConfigError(f"eval.final_split must be val or test, got {final_split!r}")
     val_loader, test_loader = eval_loader(datasets["val"], cfg), eval_loader(datasets[final_split], cfg)
 
     # 3. model, schedule, trainer
@@ -168,14 +191,17 @@ def main(args: argparse.Namespace) -> dict:
         if not args.weights:
             raise ConfigError("--eval-only needs --weights PATH")
         state = load_checkpoint(args.weights, map_location=device)
-        model.load_state_dict(state["model"])
+        load_model_weights(model, state.get("model") or {}, args.weights)
+        warn_config_differs(cfg, state.get("config"), args.weights, ignore=("output_dir", "train.", "eval."))
         eval_model, threshold = model, _checkpoint_gate_threshold(state.get("cascade") or {}, schedule.gate)
     else:
         if args.resume:
-            path = latest_checkpoint(out) if args.resume == "latest" else Path(args.resume)
-            if path is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-            trainer.resume(path)
+            path, state = resume_state(out, args.resume, device)
+            load_model_weights(model, state.get("model") or {}, path)  # one line naming keys if it does not fit
+            warn_config_differs(cfg, state.get("config"), path, ignore=("output_dir",))
+            trainer.load_state_dict(state)
+            if dist.is_main:
+                trim_metrics(out / "metrics.json", trainer.start_epoch)
             print(f"resumed from {path} at epoch {trainer.start_epoch}", file=sys.stderr)
         trainer.train()
         eval_model, threshold = trainer.eval_model(), trainer.extra_state.get("cascade_threshold")
@@ -200,13 +226,94 @@ def main(args: argparse.Namespace) -> dict:
                                                       "cascade": gate or {}})
             final["time/train_seconds"] = round(train_seconds, 1)
         atomic_write_json(out / "final_metrics.json", final)
-        append_metrics_line(out / "metrics.json", {"epoch": trainer.epochs_done, "iter": trainer.iter,
-                                                   "split": "test", **final})
-        _write_test_logs(out, final, result.panels, trainer.iter)
+        record = {"epoch": trainer.epochs_done, "iter": trainer.iter, "split": final_split, **final}
+        if args.eval_only:  # this folder holds one evaluation: a rerun replaces it, never appends
+            (out / "metrics.json").unlink(missing_ok=True)
+            record["weights"] = str(args.weights)
+        append_metrics_line(out / "metrics.json", record)
+        _write_test_logs(out, final, result.panels, trainer.iter, final_split)
         _write_report(out, final, cfg, gate, datasets)
-        print(summary_line(final, train_seconds), flush=True)
+        print(summary_line(final, train_seconds, final_split), flush=True)
     barrier()
     return final
+
+
+def eval_dir(run_dir: Path, weights: str | None, split: str) -> Path:
+    """Where --eval-only writes: its own folder per weights file and split, inside the run dir."""
+    if not weights:
+        raise ConfigError("--eval-only needs --weights PATH")
+    name = Path(weights).name
+    stem = name[: -len(".pth")] if name.endswith(".pth") else name
+    return run_dir / "eval" / f"{safe_component(stem, 'weights')}-{split}"
+
+
+def used_run_files(run_dir: Path) -> list[str]:
+    """The files of an earlier run in ``run_dir`` (final weights, checkpoints, metrics)."""
+    used = [n for n in ("model_final.pth", "metrics.json", "final_metrics.json") if (run_dir / n).is_file()]
+    if list_checkpoints(run_dir / CHECKPOINT_DIR):
+        used.append(f"{CHECKPOINT_DIR}/")
+    return used
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a run dir that holds another run, unless told to continue or replace it:
+    training over it would mix metrics.json and leave old weights for a later --resume."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in output_dir and --overwrite replaces it: give one")
+    used = used_run_files(run_dir)
+    if used and not (resume or overwrite):
+        raise ConfigError(f"output_dir {run_dir} already holds a run ({', '.join(used)}): pass --resume to "
+                          f"continue it, --overwrite to replace it, or set another output_dir=DIR")
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Delete the files a run wrote (RUN_FILES, RUN_DIRS); the generated data/ and anything else stay."""
+    if not run_dir.is_dir():
+        return
+    for pattern in RUN_FILES:
+        for p in run_dir.glob(pattern):
+            p.unlink()
+    for name in RUN_DIRS:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+
+
+def resume_state(run_dir: Path, resume: str, device) -> tuple[Path, dict]:
+    """(path, state) to resume from: the given checkpoint, or the newest intact one in the run dir
+    (a newer one that is cut short is skipped, and said so)."""
+    if resume != "latest":
+        return Path(resume), load_checkpoint(resume, map_location=device)
+    found = newest_intact_checkpoint(run_dir, map_location=device)
+    if found is None:
+        raise CheckpointError(f"--resume: no checkpoint in {run_dir / CHECKPOINT_DIR}")
+    path, state, skipped = found
+    for reason in skipped:
+        print(f"warning: skipped {reason}; resuming from the newest intact checkpoint {path.name}", file=sys.stderr)
+    return path, state
+
+
+def warn_config_differs(cfg: Mapping, saved: Mapping | None, path, ignore: tuple[str, ...] = ()) -> None:
+    """Say which keys of the config differ from the one the checkpoint was trained with (a warning,
+    not a refusal: more epochs or another eval setting are ordinary reasons to differ)."""
+    if not isinstance(saved, Mapping):
+        return
+    diffs = [d for d in config_differences(dict(cfg), dict(saved)) if not d.startswith(ignore)]
+    if diffs:
+        print(f"warning: the config differs from {path}'s in {len(diffs)} key(s): {describe_differences(diffs)}",
+              file=sys.stderr)
+
+
+def trim_metrics(path: Path, epoch: int) -> None:
+    """Keep only metrics.json lines of the epochs a resumed run keeps (evaluations after the
+    checkpoint and the last final-split line are written again)."""
+    import json
+
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("split") == "val" and int(json.loads(line).get("epoch", 0)) <= epoch]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _checkpoint_gate_threshold(saved: dict, gate_cfg: dict | None) -> float | None:
@@ -221,15 +328,15 @@ def _checkpoint_gate_threshold(saved: dict, gate_cfg: dict | None) -> float | No
     return saved.get("threshold")
 
 
-def _write_test_logs(out: Path, metrics: dict, panels, step: int) -> None:
+def _write_test_logs(out: Path, metrics: dict, panels, step: int, split: str = "test") -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(log_dir=str(out)) as writer:
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and value == value:
-                writer.add_scalar(f"test/{key}", value, step)
+                writer.add_scalar(f"{split}/{key}", value, step)
         for i, panel in enumerate(panels):
-            writer.add_image(f"test/panel_{i}", panel, step)
+            writer.add_image(f"{split}/panel_{i}", panel, step)
 
 
 def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datasets: dict) -> None:
@@ -258,7 +365,7 @@ def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datase
         )
     conventions = [c for task in ("cls", "seg", "det") for c in CONVENTIONS.get(task, ())]
     paths = write_report(out / "report", metrics, conventions=conventions, notes=notes,
-                         title=f"hemo-mtl test report: {Path(cfg['output_dir']).name}")
+                         title=f"hemo-mtl {cfg['eval']['final_split']} report: {Path(cfg['output_dir']).name}")
     text = Path(paths["report"]).read_text(encoding="utf-8")
     for key, p in paths.items():
         if key not in ("metrics", "report"):
@@ -268,22 +375,19 @@ def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datase
     atomic_write_text(out / "report.md", text)
 
 
-def summary_line(m: dict, seconds: float) -> str:
+def summary_line(m: dict, seconds: float, split: str = "test") -> str:
     keys = ("cls/any/f1", "seg/any/dice", "det/bbox/AP50", "det/segm/AP50", "cascade/gate/skipped_fraction")
     parts = [f"{k}={m[k]:.4f}" for k in keys if isinstance(m.get(k), (int, float))]
-    return f"test: {' '.join(parts)} ({seconds / 60:.1f} min)"
+    return f"{split}: {' '.join(parts)} ({seconds / 60:.1f} min)"
 
 
 def cli(argv=None) -> int:
+    """parse, run, and report user errors (config, checkpoint, paths, a NaN loss) in one line."""
     args = parse_args(argv)
     try:
-        main(args)
-    except (ConfigError, FileNotFoundError, NonFiniteLossError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return run_main(main, args)
     finally:
         cleanup()
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,29 @@ from ..atomic import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^model_(\d+)\.pth$")
+_SHOWN = 3  # differing keys named in a message: enough to see the cause, short enough to read
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not fit the config; the message names the file."""
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """torch.load's failure as a short reason, without its advice to retry with weights_only=False
+    (a checkpoint that needs it can run arbitrary code: it is refused, never retried)."""
+    text = str(exc)
+    if "zip archive" in text or "central directory" in text or isinstance(exc, EOFError):
+        return "truncated or corrupted (not a complete torch archive)"
+    refused = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+    if refused:
+        return (f"it holds a Python object ({refused.group(1)}), refused by the weights-only load; a "
+                f"checkpoint holds only tensors and plain data")
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)\n", text)
+    if unpickler or "Weights only load failed" in text:
+        detail = f": {unpickler.group(1).strip()}" if unpickler else ""
+        return f"not a torch checkpoint (unreadable data{detail})"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -36,13 +59,85 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict at ``path`` (``weights_only=True``); CheckpointError in one line otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for a bad file
-        raise ValueError(f"cannot load checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot load checkpoint {path}: {_why_unreadable(exc)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot load checkpoint {path}: it holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def newest_intact_checkpoint(output_dir: str | Path, map_location: str | torch.device = "cpu",
+                             ) -> tuple[Path, dict, list[str]] | None:
+    """(path, state, skipped) of the newest periodic checkpoint that loads; ``skipped`` says why each
+    newer one was passed over (a run killed while the disk was full, a file cut short in a copy).
+    None when there is no checkpoint; CheckpointError when none of them loads."""
+    found = list_checkpoints(Path(output_dir) / CHECKPOINT_DIR)
+    skipped: list[str] = []
+    for path in reversed(found):
+        try:
+            return path, load_checkpoint(path, map_location), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    if skipped:
+        raise CheckpointError(f"no intact checkpoint in {Path(output_dir) / CHECKPOINT_DIR}: {skipped[0]}"
+                              + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
+    return None
+
+
+def _listed(keys: list[str]) -> str:
+    more = f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
+    return ", ".join(keys[:_SHOWN]) + more
+
+
+def weights_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str | None:
+    """What differs between a model's state dict and a checkpoint's (first few keys of each kind),
+    or None when every key and shape matches."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
+              if k in found and hasattr(found[k], "shape") and tuple(found[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(v)} {what} ({_listed(v)})" for v, what in
+             ((missing, "missing"), (unexpected, "unexpected"), (shapes, "with another shape (checkpoint vs model)"))
+             if v]
+    return "; ".join(parts) or None
+
+
+def load_model_weights(model: torch.nn.Module, weights: Mapping[str, Any], path: str | Path) -> None:
+    """``model.load_state_dict(weights)``, or CheckpointError naming the first differing keys."""
+    problem = weights_mismatch(model.state_dict(), weights)
+    if problem:
+        raise CheckpointError(f"{path}: weights do not fit the model of this config: {problem}; was it "
+                              f"trained with another model config?")
+    model.load_state_dict(weights)
+
+
+def config_differences(current: Any, saved: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (``a.b: old -> new``), in config order."""
+    if isinstance(current, Mapping) and isinstance(saved, Mapping):
+        out: list[str] = []
+        for key in list(current) + [k for k in saved if k not in current]:
+            dotted = f"{prefix}{key}"
+            if key not in saved or key not in current:
+                out.append(f"{dotted} ({'new' if key not in saved else 'gone'})")
+            else:
+                out += config_differences(current[key], saved[key], dotted + ".")
+        return out
+    return [] if current == saved else [f"{prefix.rstrip('.')}: {_short(saved)} -> {_short(current)}"]
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def describe_differences(diffs: list[str]) -> str:
+    return _listed(diffs)
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
