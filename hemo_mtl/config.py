@@ -112,6 +112,9 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": None,  # None = data.batch_size
         "image_panels": 4,  # slices drawn to tensorboard per evaluation
         "flip_tta": False,  # add the left-right mirrored pass (hemo_mtl.models.tta), as predict.py --flip-tta
+        # fit one temperature per label on the validation split (hemo_mtl.evaluation.calibration); carried
+        # in model_final.pth, applied by the predictor; reports show ECE/NLL before and after
+        "temperature_scaling": False,
         "final_split": "test",
         # report the mean over selected epochs (hemo_mtl.evaluation.epoch_selection); rule null = off
         "select": {"rule": None, "k": 10, "after_epoch": 10},

@@ -113,7 +113,7 @@ def run_cls(args) -> tuple[dict, dict, list[str]]:
     gt = read_label_csv(Path(args.gt), "ground truth")
     pred = read_label_csv(Path(args.pred), "predictions")
     y, p, valid, pids, n_missing = align_predictions(gt, pred, Path(args.gt), Path(args.pred))
-    tuned = None
+    tuned = temperature = None
     notes = [f"ground truth: {args.gt} ({len(gt)} slices, {len(set(pids))} patients)",
              f"predictions: {args.pred}; {n_missing} slice(s) without a prediction counted as misses",
              f"patient aggregation: {args.aggregation}" + (f" (top {args.top_k})" if args.aggregation == "topk" else "")]
@@ -126,12 +126,22 @@ def run_cls(args) -> tuple[dict, dict, list[str]]:
         tuned = tune_thresholds(vy, vp, vv, vpids, method=args.threshold_method, target=args.target_sensitivity,
                                 aggregation=args.aggregation, top_k=args.top_k)
         notes.append(f"@tuned thresholds: {args.threshold_method} on {args.val_gt}")
+        if args.temperature_scaling:
+            from hemo_mtl.evaluation.calibration import fit_temperature
+
+            temperature = fit_temperature(vy, vp, vv)
+            notes.append(f"@calibrated: temperature scaling fitted on {args.val_pred}: T = "
+                         + ", ".join(f"{l} {t:.3f}" for l, t in zip(LABELS, temperature)))
+    elif args.temperature_scaling:
+        raise InputError("--temperature-scaling fits on the validation split: give --val-gt and --val-pred")
     metrics = classification_metrics(y, p, valid, pids, aggregation=args.aggregation, top_k=args.top_k,
-                                     tuned=tuned, n_bootstrap=args.bootstrap, seed=args.seed)
+                                     tuned=tuned, n_bootstrap=args.bootstrap, seed=args.seed,
+                                     temperature=temperature)
     metrics["cls/all/n_missing_predictions"] = float(n_missing)
     if args.bootstrap:
         notes.append(f"bootstrap: {args.bootstrap} patient resamples, seed {args.seed}")
-    details = {"cls": {"y_true": y, "y_prob": p, "valid": valid, "patient_ids": pids}}
+    details = {"cls": {"y_true": y, "y_prob": p, "valid": valid, "patient_ids": pids, "temperature": temperature,
+                       "aggregation": args.aggregation, "top_k": args.top_k}}
     return metrics, details, notes
 
 
@@ -326,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-pred", help="validation predictions CSV")
     g.add_argument("--threshold-method", default="youden", choices=("youden", "sensitivity"))
     g.add_argument("--target-sensitivity", type=float, default=0.9)
+    g.add_argument("--temperature-scaling", action="store_true",
+                   help="fit per-label temperatures on --val-gt/--val-pred; report ECE/NLL before and after")
     g.add_argument("--bootstrap", type=int, default=1000, help="patient resamples for 95%% CIs (0: none)")
     g.add_argument("--seed", type=int, default=0)
     g = ap.add_argument_group("det")

@@ -39,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-gate", action="store_true", help="ignore the checkpoint's cascade gate")
     p.add_argument("--flip-tta", action="store_true", help="add the left-right mirrored pass: probabilities averaged, detections merged by NMS")
+    p.add_argument("--no-calibration", action="store_true", help="ignore the checkpoint's temperature scaling")
     p.add_argument("--sliding-window", action="store_true", help="native resolution, overlapping patches")
     p.add_argument("--patch", type=int, default=160)
     p.add_argument("--stride", type=int, default=80)
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = PredictOptions(batch_size=args.batch_size, gate=not args.no_gate, flip_tta=args.flip_tta,
+                             calibrate=not args.no_calibration,
                              sliding_window=args.sliding_window, patch=args.patch, stride=args.stride,
                              closing=args.closing, opening=args.opening, min_voxels=args.min_voxels,
                              score_threshold=args.score_threshold)

@@ -130,8 +130,8 @@ def main(args: argparse.Namespace) -> dict:
         raise ConfigError(f"eval.select needs train.epochs >= after_epoch + k = {int(select['after_epoch']) + int(select['k'])}"
                           f", got {tcfg['epochs']} (lower eval.select.k / eval.select.after_epoch for short runs)")
 
-    def make_evaluator():
-        evaluator = MultiTaskEvaluator(tasks)
+    def make_evaluator(temperature=None):
+        evaluator = MultiTaskEvaluator(tasks, temperature=temperature)
         if "location" in heads:
             from hemo_mtl.evaluation.location import CombinedEvaluator, LocationEvaluator
 
@@ -149,10 +149,20 @@ def main(args: argparse.Namespace) -> dict:
                                   int(window.get("closing") or 0), int(window.get("opening") or 0),
                                   batch_size=int(cfg["eval"].get("batch_size") or cfg["data"]["batch_size"]))
 
-    def run_eval(model_to_eval, loader, eval_heads, threshold=None, panels=0):
-        return evaluate(protocol_model(model_to_eval), loader, make_evaluator(), device, heads=eval_heads,
+    def run_eval(model_to_eval, loader, eval_heads, threshold=None, panels=0, evaluator=None):
+        evaluator = evaluator or make_evaluator()
+        return evaluate(protocol_model(model_to_eval), loader, evaluator, device, heads=eval_heads,
                         gate_cfg=schedule.gate, threshold=threshold, amp=trainer.amp,
                         channels_last=trainer.channels_last, panels=panels, flip_tta=bool(cfg["eval"]["flip_tta"]))
+
+    def fit_val_temperature(model_to_eval) -> list[float] | None:
+        """Per-label temperatures fitted on the validation split's slice probabilities (cls-only pass)."""
+        from hemo_mtl.evaluation.calibration import fit_temperature
+
+        evaluator = MultiTaskEvaluator(["cls"])
+        run_eval(model_to_eval, val_loader, {"cls"}, evaluator=evaluator)
+        d = evaluator.details.get("cls")
+        return None if d is None else fit_temperature(d["y_true"], d["y_prob"], d["valid"])
 
     def eval_val(t: Trainer) -> dict:
         result = run_eval(t.eval_model(), val_loader, schedule.heads_trained_by(t.stage_index or 0),
@@ -194,6 +204,9 @@ def main(args: argparse.Namespace) -> dict:
         load_model_weights(model, state.get("model") or {}, args.weights)
         warn_config_differs(cfg, state.get("config"), args.weights, ignore=("output_dir", "train.", "eval."))
         eval_model, threshold = model, _checkpoint_gate_threshold(state.get("cascade") or {}, schedule.gate)
+        from hemo_mtl.evaluation.calibration import checkpoint_temperature
+
+        temperature = checkpoint_temperature(state)
     else:
         if args.resume:
             path, state = resume_state(out, args.resume, device)
@@ -205,14 +218,18 @@ def main(args: argparse.Namespace) -> dict:
             print(f"resumed from {path} at epoch {trainer.start_epoch}", file=sys.stderr)
         trainer.train()
         eval_model, threshold = trainer.eval_model(), trainer.extra_state.get("cascade_threshold")
+        temperature = None
     train_seconds = time.perf_counter() - start
 
     final: dict = {}
     if dist.is_main:
         if schedule.gate is not None and threshold is None:  # choose the gate on validation
             threshold = run_eval(eval_model, val_loader, set(heads)).threshold
+        if temperature is None and cfg["eval"].get("temperature_scaling") and "cls" in heads:
+            temperature = fit_val_temperature(eval_model)
+        evaluator = make_evaluator(temperature)
         result = run_eval(eval_model, test_loader, set(heads), threshold=threshold,
-                          panels=int(cfg["eval"]["image_panels"]))
+                          panels=int(cfg["eval"]["image_panels"]), evaluator=evaluator)
         final = result.metrics
         final["init"] = f"imagenet:{Path(cfg['model']['backbone']['weights']).name}" if (
             cfg["model"].get("backbone", {}).get("weights")) else "random"
@@ -222,8 +239,11 @@ def main(args: argparse.Namespace) -> dict:
         gate = None if result.threshold is None else {"threshold": result.threshold, "heads": schedule.gate["heads"],
                                                       "target_sensitivity": schedule.gate["target_sensitivity"]}
         if not args.eval_only:
+            from hemo_mtl.evaluation.calibration import temperature_record
+
             save_checkpoint(out / "model_final.pth", {"model": eval_model.state_dict(), "config": cfg,
-                                                      "cascade": gate or {}})
+                                                      "cascade": gate or {},
+                                                      "calibration": temperature_record(temperature) if temperature else {}})
             final["time/train_seconds"] = round(train_seconds, 1)
         atomic_write_json(out / "final_metrics.json", final)
         record = {"epoch": trainer.epochs_done, "iter": trainer.iter, "split": final_split, **final}
@@ -232,7 +252,7 @@ def main(args: argparse.Namespace) -> dict:
             record["weights"] = str(args.weights)
         append_metrics_line(out / "metrics.json", record)
         _write_test_logs(out, final, result.panels, trainer.iter, final_split)
-        _write_report(out, final, cfg, gate, datasets)
+        _write_report(out, final, cfg, gate, datasets, getattr(evaluator, "details", None))
         print(summary_line(final, train_seconds, final_split), flush=True)
     barrier()
     return final
@@ -339,8 +359,10 @@ def _write_test_logs(out: Path, metrics: dict, panels, step: int, split: str = "
             writer.add_image(f"{split}/panel_{i}", panel, step)
 
 
-def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datasets: dict) -> None:
+def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datasets: dict,
+                  details: dict | None = None) -> None:
     """report/ (metrics.json, report.md, plots from the evaluation package) + report.md at the top."""
+    from hemo_mtl.categories import LABELS
     from hemo_mtl.evaluation import CONVENTIONS, write_report
 
     notes = [
@@ -364,7 +386,11 @@ def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datase
             f"lesions on gated-off slices {metrics.get('cascade/gate/lesions_lost', float('nan')):.3f}."
         )
     conventions = [c for task in ("cls", "seg", "det") for c in CONVENTIONS.get(task, ())]
-    paths = write_report(out / "report", metrics, conventions=conventions, notes=notes,
+    if (details or {}).get("cls", {}).get("temperature") is not None:
+        t = details["cls"]["temperature"]
+        notes.append("temperature scaling (fitted on the validation split, carried in model_final.pth and applied "
+                     "by tools/predict.py): T = " + ", ".join(f"{l} {v:.3f}" for l, v in zip(LABELS, t)))
+    paths = write_report(out / "report", metrics, details=details, conventions=conventions, notes=notes,
                          title=f"hemo-mtl {cfg['eval']['final_split']} report: {Path(cfg['output_dir']).name}")
     text = Path(paths["report"]).read_text(encoding="utf-8")
     for key, p in paths.items():

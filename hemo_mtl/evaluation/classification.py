@@ -14,6 +14,8 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_curve
 
 from ..categories import LABELS
+from .calibration import CONVENTIONS as CALIBRATION_CONVENTIONS
+from .calibration import apply_temperature, calibration_metrics
 
 THRESHOLD_METRICS = ("precision", "recall", "specificity", "f1", "accuracy")
 RANKING_METRICS = ("auc", "ap")
@@ -29,7 +31,7 @@ CONVENTIONS = (
     'Patient level: a patient is positive for a label when any of its known slices is; its score is the max (or mean, or top-k mean, as configured) of the slice probabilities where the label is known.',
     '@tuned metrics use per-label thresholds chosen on the validation split (Youden J, or the highest threshold reaching a target sensitivity), chosen separately for slice and patient level.',
     '95% CIs: percentile bootstrap over patients resampled with replacement (seeded), threshold 0.5; resamples where a metric is undefined are skipped.',
-)
+) + CALIBRATION_CONVENTIONS
 
 def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den > 0 else math.nan
@@ -199,20 +201,30 @@ def _label_metrics(y_true, y_prob, valid, thresholds: Mapping[str, float] | None
 
 def classification_metrics(y_true, y_prob, valid=None, patient_ids=None, *, aggregation: str = "max",
                            top_k: int = 3, tuned: Mapping[str, Mapping[str, float]] | None = None,
-                           n_bootstrap: int = 0, seed: int = 0) -> dict[str, float]:
-    """Flat metric dict: ``cls/<label>/<metric>`` and ``cls_patient/<label>/<metric>`` at 0.5.
+                           n_bootstrap: int = 0, seed: int = 0,
+                           temperature: Sequence[float] | None = None) -> dict[str, float]:
+    """Flat metric dict: ``cls/<label>/<metric>`` and ``cls_patient/<label>/<metric>`` at 0.5, with
+    calibration (``ece``, ``nll``; ``hemo_mtl.evaluation.calibration``).
 
     ``tuned`` (from :func:`tune_thresholds` on the validation split) adds the same threshold metrics
-    at those thresholds as ``.../<metric>@tuned``; ``n_bootstrap > 0`` adds
+    at those thresholds as ``.../<metric>@tuned``; ``temperature`` (per label, fitted on validation) adds
+    ``.../ece@calibrated`` and ``.../nll@calibrated``; ``n_bootstrap > 0`` adds
     ``.../<metric>_ci95_low|high`` (patient-resampled). Patient keys need ``patient_ids``.
     """
     y_true, y_prob, valid, pids = _check_inputs(y_true, y_prob, valid, patient_ids)
     out = _label_metrics(y_true, y_prob, valid, None, "cls")
+    out.update(calibration_metrics(y_true, y_prob, valid, "cls", temperature))
     if tuned and tuned.get("cls"):
         out.update(_label_metrics(y_true, y_prob, valid, tuned["cls"], "cls", ranking=False, suffix="@tuned"))
     if patient_ids is not None:
         _, pt, pp, pv = aggregate_by_patient(y_true, y_prob, valid, pids, aggregation, top_k)
         out.update(_label_metrics(pt, pp, pv, None, "cls_patient"))
+        if temperature is None:
+            out.update(calibration_metrics(pt, pp, pv, "cls_patient"))
+        else:  # patient scores of the calibrated slices (max/mean/top-k of sigmoid(logit / T))
+            _, _, pc, _ = aggregate_by_patient(y_true, apply_temperature(y_prob, temperature), valid, pids,
+                                               aggregation, top_k)
+            out.update(calibration_metrics(pt, pp, pv, "cls_patient", temperature, calibrated=pc))
         if tuned and tuned.get("cls_patient"):
             out.update(_label_metrics(pt, pp, pv, tuned["cls_patient"], "cls_patient", ranking=False,
                                       suffix="@tuned"))

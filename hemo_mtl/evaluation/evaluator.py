@@ -52,20 +52,21 @@ class MultiTaskEvaluator:
     ``tasks``: the subset of ("cls", "seg", "det") to evaluate (a task is skipped silently when the
     model has no such output). ``spacing_aware``: report lesion volumes in mL from ``meta.spacing``,
     scaled by the resize from ``meta.orig_size`` to the mask size. Remaining options are handed to
-    the task functions (see classification.py, detection.py).
+    the task functions (see classification.py, detection.py); ``temperature`` (per label, fitted on
+    validation) adds the calibrated ECE/NLL beside the model's own.
     """
 
     def __init__(self, tasks: Sequence[str] = TASKS, spacing_aware: bool = True, *, aggregation: str = "max",
                  top_k: int = 3, tuned_thresholds: Mapping[str, Mapping[str, float]] | None = None,
                  n_bootstrap: int = 0, seed: int = 0, engine: str = "faster", mask_threshold: float = 0.5,
-                 froc_iou: float = 0.5, froc_criterion: str = "iou"):
+                 froc_iou: float = 0.5, froc_criterion: str = "iou", temperature=None):
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown evaluation task(s) {sorted(unknown)}; expected a subset of {TASKS}")
         self.tasks = tuple(tasks)
         self.spacing_aware = spacing_aware
         self.cls_options = dict(aggregation=aggregation, top_k=top_k, tuned=tuned_thresholds,
-                                n_bootstrap=n_bootstrap, seed=seed)
+                                n_bootstrap=n_bootstrap, seed=seed, temperature=temperature)
         self.engine = engine
         self.mask_threshold = mask_threshold
         self.froc_options = dict(iou_threshold=froc_iou, criterion=froc_criterion)
@@ -174,7 +175,10 @@ class MultiTaskEvaluator:
         if s.cls_prob:
             y, p, v = np.concatenate(s.cls_true), np.concatenate(s.cls_prob), np.concatenate(s.cls_valid)
             out.update(classification_metrics(y, p, v, s.cls_pid, **self.cls_options))
-            self.details["cls"] = {"y_true": y, "y_prob": p, "valid": v, "patient_ids": np.asarray(s.cls_pid)}
+            o = self.cls_options
+            self.details["cls"] = {"y_true": y, "y_prob": p, "valid": v, "patient_ids": np.asarray(s.cls_pid),
+                                   "temperature": o["temperature"], "aggregation": o["aggregation"],
+                                   "top_k": o["top_k"]}
         if s.seg_counts:
             counts = np.concatenate(s.seg_counts)
             voxel_ml = np.asarray(s.seg_voxel_ml)

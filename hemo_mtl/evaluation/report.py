@@ -21,6 +21,7 @@ from ..categories import LABELS
 COLUMN_ORDER = (
     "dice", "iou", "dice_per_slice", "iou_per_slice", "precision_per_slice", "recall_per_slice", "hd95",
     "precision", "recall", "specificity", "f1", "accuracy", "auc", "ap", "threshold",
+    "ece", "ece@calibrated", "nll", "nll@calibrated", "temperature",
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
     "sens@0.5fp", "sens@1fp", "sens@2fp", "sens@4fp", "mean_sens",
     "mae_ml", "bias_ml", "sd_diff_ml", "loa_low_ml", "loa_high_ml", "mean_rel_err", "gt_mean_ml", "pred_mean_ml",
@@ -187,6 +188,70 @@ def plot_roc_pr(y_true, y_prob, valid, path: str | Path, title: str = "slice lev
     return _save(fig, Path(path))
 
 
+def plot_reliability(y_true, y_prob, valid, path: str | Path, title: str = "slice level",
+                     calibrated=None, n_bins: int | None = None) -> Path:
+    """Reliability diagram per label (one panel each): fraction positive against mean probability in
+    equal-width bins, the diagonal, bin counts as bars; ``calibrated`` (the temperature-scaled
+    probabilities) drawn as a second line. Panel titles give ECE (and ECE after scaling)."""
+    from .calibration import N_BINS, expected_calibration_error, reliability_bins
+
+    n_bins = n_bins or N_BINS
+    plt = _figure()
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.6), squeeze=False)
+    y_true, y_prob, valid = np.asarray(y_true), np.asarray(y_prob), np.asarray(valid, bool)
+    for ax, (j, label) in zip(axes.ravel(), enumerate(LABELS)):
+        m = valid[:, j]
+        y, p = y_true[m, j], y_prob[m, j]
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        counts = ax.twinx()
+        name = f"{label} (n={int(m.sum())})"
+        if m.any():
+            b = reliability_bins(y, p, n_bins)
+            width = 1.0 / n_bins
+            counts.bar(b["edges"][:-1] + width / 2, b["count"], width=width * 0.9, color="C0", alpha=0.15)
+            full = b["count"] > 0
+            ax.plot(b["mean_prob"][full], b["frac_pos"][full], "o-", color="C0", ms=3, label="model")
+            name += f" ECE {expected_calibration_error(y, p, n_bins):.3f}"
+            if calibrated is not None:
+                pc = np.asarray(calibrated)[m, j]
+                bc = reliability_bins(y, pc, n_bins)
+                full = bc["count"] > 0
+                ax.plot(bc["mean_prob"][full], bc["frac_pos"][full], "s-", color="C3", ms=3,
+                        label="temperature-scaled")
+                name += f" -> {expected_calibration_error(y, pc, n_bins):.3f}"
+        counts.set_yscale("log")
+        counts.set_ylabel("slices per bin" if "slice" in title else "count per bin", fontsize=7, color="C0")
+        counts.tick_params(labelsize=7)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="mean predicted probability", ylabel="fraction positive")
+        ax.set_title(name, fontsize=9)
+        ax.set_zorder(counts.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=7)
+    fig.suptitle(f"Reliability ({title}, {n_bins} equal-width bins)")
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def reliability_plots(cls: Mapping[str, Any], out: Path) -> list[Path]:
+    """Slice- and (with patient ids) patient-level reliability diagrams of ``details["cls"]``
+    ({y_true, y_prob, valid, patient_ids, optional temperature, aggregation, top_k})."""
+    from .calibration import apply_temperature
+    from .classification import aggregate_by_patient
+
+    t = cls.get("temperature")
+    cal = apply_temperature(cls["y_prob"], t) if t is not None else None
+    paths = [plot_reliability(cls["y_true"], cls["y_prob"], cls["valid"], out / "reliability_cls.png",
+                              "slice level", cal)]
+    if cls.get("patient_ids") is not None:
+        how, k = cls.get("aggregation", "max"), int(cls.get("top_k", 3))
+        args = (cls["y_true"], cls["y_prob"], cls["valid"], cls["patient_ids"])
+        _, pt, pp, pv = aggregate_by_patient(*args, how, k)
+        pc = aggregate_by_patient(cls["y_true"], cal, cls["valid"], cls["patient_ids"], how, k)[2] if t is not None else None
+        paths.append(plot_reliability(pt, pp, pv, out / "reliability_cls_patient.png", "patient level", pc))
+    return paths
+
+
 def plot_confusion(metrics: Mapping[str, float], path: str | Path, prefix: str = "cls") -> Path | None:
     """2x2 confusion matrices (threshold 0.5) for every label that has counts under ``prefix``."""
     labels = [l for l in LABELS if f"{prefix}/{l}/tp" in metrics]
@@ -245,8 +310,9 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, float], *, details: 
                  title: str = "hemo-mtl evaluation") -> dict[str, Path]:
     """metrics.json, report.md and the plots ``details`` allows, all in ``out_dir``; returns paths.
 
-    ``details`` (as ``MultiTaskEvaluator.details``): {"cls": {y_true, y_prob, valid, patient_ids},
-    "froc": {"2d": curve, "3d": curve}, "volumes": volume_table(...)}.
+    ``details`` (as ``MultiTaskEvaluator.details``): {"cls": {y_true, y_prob, valid, patient_ids, optional
+    temperature} (ROC/PR and reliability diagrams), "froc": {"2d": curve, "3d": curve},
+    "volumes": volume_table(...)}.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -256,6 +322,7 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, float], *, details: 
     if "cls" in details:
         d = details["cls"]
         plots.append(plot_roc_pr(d["y_true"], d["y_prob"], d["valid"], out / "roc_pr.png"))
+        plots += reliability_plots(d, out)
     for prefix in ("cls", "cls_patient"):
         p = plot_confusion(metrics, out / f"confusion_{prefix}.png", prefix)
         if p:

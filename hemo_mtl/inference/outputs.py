@@ -77,6 +77,7 @@ def scan_summary(scan, pred, predictor) -> dict:
         "lesions": lesions,
         "detections": int(sum(len(i["boxes"]) for i in pred.instances)),
         "cascade_threshold": predictor.gate_threshold,
+        "temperature": getattr(predictor, "applied_temperature", None),
         "slices_gated_off": None if pred.gate_passed is None else int((~pred.gate_passed).sum()),
         "model_sha256": predictor.weights_sha256,
         "config_sha256": predictor.config_sha256,

@@ -57,6 +57,7 @@ class PredictOptions:
     mask_threshold: float = 0.5  # instance mask probability -> pixel
     subtype_threshold: float = 0.5  # patient-level p >= this -> subtype predicted
     channels_last: bool = True  # NHWC model + input: faster CPU convolutions (outputs equal to ~1e-6)
+    calibrate: bool = True  # apply the checkpoint's temperature scaling (when it carries one) to cls_prob
 
 
 @dataclass
@@ -241,8 +242,10 @@ class Predictor:
     """A checkpoint ready to predict scans with the training-time preprocessing of its config."""
 
     def __init__(self, model, config: dict, cascade: dict | None = None, options: PredictOptions | None = None,
-                 device: str | torch.device = "cpu", weights_sha256: str | None = None):
+                 device: str | torch.device = "cpu", weights_sha256: str | None = None,
+                 temperature: list[float] | None = None):
         self.model = model.eval()
+        self.temperature = temperature  # per label, fitted on validation (hemo_mtl.evaluation.calibration)
         self.config = config
         self.cascade = dict(cascade or {})
         self.options = options or PredictOptions()
@@ -257,8 +260,11 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, weights, options: PredictOptions | None = None, device="cpu") -> "Predictor":
+        from ..evaluation.calibration import checkpoint_temperature
+
         model, state = load_model(weights, device)
-        return cls(model, state["config"], state.get("cascade"), options, device, sha256_file(weights))
+        return cls(model, state["config"], state.get("cascade"), options, device, sha256_file(weights),
+                   checkpoint_temperature(state))
 
     @property
     def gate_threshold(self) -> float | None:
@@ -349,6 +355,21 @@ class Predictor:
             result["instances"] = [{**m, "masks": m["masks"][..., :h, :w]} for m in merged]
         return result
 
+    @property
+    def applied_temperature(self) -> list[float] | None:
+        return self.temperature if (self.options.calibrate and self.temperature is not None) else None
+
+    def calibrated(self, out: dict) -> dict:
+        """``cls_prob`` temperature-scaled after the model (and its gate, which compares the raw p(any) to
+        its threshold: scaling keeps p >= 0.5 decisions and rankings, not other thresholds)."""
+        t = self.applied_temperature
+        if t is None or "cls_prob" not in out:
+            return out
+        from ..evaluation.calibration import apply_temperature
+
+        prob = apply_temperature(out["cls_prob"].double().numpy(), t)
+        return {**out, "cls_prob": torch.from_numpy(prob).float()}
+
     # ------------------------------------------------------------------ one scan
     def model_inputs(self, scan: Scan) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Fit | None]]:
         """(windowed slice groups, model inputs, fits): the inputs are what the model sees, (N, C', S, S)
@@ -367,6 +388,7 @@ class Predictor:
         t1 = time.perf_counter()
         outs = [self.sliding_window(g) for g in inputs] if self.options.sliding_window else [self._run_batches(inputs[0])]
         t2 = time.perf_counter()
+        outs = [self.calibrated(o) for o in outs]
         pred = self._assemble(scan, groups, fits, outs)
         timings.update(preprocess=t1 - t0, model=t2 - t1, postprocess=time.perf_counter() - t2)
         pred.timings = timings
