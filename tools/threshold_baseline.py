@@ -27,7 +27,7 @@ from hemo_mtl.config import load_config  # noqa: E402
 
 def score_run(run_dir: Path, low: float, high: float, closing: int, opening: int) -> dict:
     from hemo_mtl.engine.data import build_datasets, eval_loader
-    from hemo_mtl.engine.inference import run_inference
+    from hemo_mtl.evaluation.loop import run_inference
     from hemo_mtl.evaluation import MultiTaskEvaluator
     from hemo_mtl.inference.threshold_baseline import ThresholdSegmenter
 

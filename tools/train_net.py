@@ -40,7 +40,7 @@ from hemo_mtl.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from hemo_mtl.cli_errors import run_main  # noqa: E402
 from hemo_mtl.config import ConfigError, load_config, save_config  # noqa: E402
 from hemo_mtl.engine import (CheckpointHook, EvalHook, LRScheduleHook, ProgressHook, TensorboardHook,  # noqa: E402
-                             Trainer, build_schedule, evaluate, init_distributed, load_checkpoint,
+                             Trainer, build_schedule, init_distributed, load_checkpoint,
                              resolve_device, save_checkpoint, seed_everything)
 from hemo_mtl.engine.checkpoint import (CHECKPOINT_DIR, CheckpointError, config_differences,  # noqa: E402
                                         describe_differences, list_checkpoints, load_model_weights,
@@ -48,6 +48,8 @@ from hemo_mtl.engine.checkpoint import (CHECKPOINT_DIR, CheckpointError, config_
 from hemo_mtl.engine.data import build_datasets, eval_loader, prepare_data_dir, run_splits  # noqa: E402
 from hemo_mtl.engine.distributed import barrier, cleanup, threads_per_rank  # noqa: E402
 from hemo_mtl.engine.hooks import append_metrics_line  # noqa: E402
+from hemo_mtl.evaluation.loop import evaluate  # noqa: E402
+from hemo_mtl.models.gating import CascadeGate  # noqa: E402
 from hemo_mtl.paths import safe_component  # noqa: E402
 
 # what a training run writes into its output_dir (data/ is the generated dataset, kept and reused)
@@ -149,10 +151,10 @@ def main(args: argparse.Namespace) -> dict:
                                   int(window.get("closing") or 0), int(window.get("opening") or 0),
                                   batch_size=int(cfg["eval"].get("batch_size") or cfg["data"]["batch_size"]))
 
-    def run_eval(model_to_eval, loader, eval_heads, threshold=None, panels=0, evaluator=None):
+    def run_eval(model_to_eval, loader, eval_heads, gate=schedule.gate, panels=0, evaluator=None):
         evaluator = evaluator or make_evaluator()
         return evaluate(protocol_model(model_to_eval), loader, evaluator, device, heads=eval_heads,
-                        gate_cfg=schedule.gate, threshold=threshold, amp=trainer.amp,
+                        gate=gate, amp=trainer.amp,
                         channels_last=trainer.channels_last, panels=panels, flip_tta=bool(cfg["eval"]["flip_tta"]))
 
     def fit_val_temperature(model_to_eval) -> list[float] | None:
@@ -167,8 +169,8 @@ def main(args: argparse.Namespace) -> dict:
     def eval_val(t: Trainer) -> dict:
         result = run_eval(t.eval_model(), val_loader, schedule.heads_trained_by(t.stage_index or 0),
                           panels=int(cfg["eval"]["image_panels"]))
-        if result.threshold is not None:
-            t.extra_state["cascade_threshold"] = result.threshold
+        if result.gate is not None:
+            t.extra_state["cascade_gate"] = result.gate.state_dict()
         for i, panel in enumerate(result.panels):
             t.storage.put_image(f"val/panel_{i}", panel)
         return result.metrics
@@ -203,7 +205,8 @@ def main(args: argparse.Namespace) -> dict:
         state = load_checkpoint(args.weights, map_location=device)
         load_model_weights(model, state.get("model") or {}, args.weights)
         warn_config_differs(cfg, state.get("config"), args.weights, ignore=("output_dir", "train.", "eval."))
-        eval_model, threshold = model, _checkpoint_gate_threshold(state.get("cascade") or {}, schedule.gate)
+        eval_model = model
+        gate = schedule.gate.with_saved(state.get("cascade")) if schedule.gate is not None else None
         from hemo_mtl.evaluation.calibration import checkpoint_temperature
 
         temperature = checkpoint_temperature(state)
@@ -217,18 +220,19 @@ def main(args: argparse.Namespace) -> dict:
                 trim_metrics(out / "metrics.json", trainer.start_epoch)
             print(f"resumed from {path} at epoch {trainer.start_epoch}", file=sys.stderr)
         trainer.train()
-        eval_model, threshold = trainer.eval_model(), trainer.extra_state.get("cascade_threshold")
+        eval_model = trainer.eval_model()
+        gate = CascadeGate.from_state(trainer.extra_state.get("cascade_gate")) or schedule.gate
         temperature = None
     train_seconds = time.perf_counter() - start
 
     final: dict = {}
     if dist.is_main:
-        if schedule.gate is not None and threshold is None:  # choose the gate on validation
-            threshold = run_eval(eval_model, val_loader, set(heads)).threshold
+        if gate is not None and gate.threshold is None:  # choose the gate on validation
+            gate = run_eval(eval_model, val_loader, set(heads), gate).gate
         if temperature is None and cfg["eval"].get("temperature_scaling") and "cls" in heads:
             temperature = fit_val_temperature(eval_model)
         evaluator = make_evaluator(temperature)
-        result = run_eval(eval_model, test_loader, set(heads), threshold=threshold,
+        result = run_eval(eval_model, test_loader, set(heads), gate,
                           panels=int(cfg["eval"]["image_panels"]), evaluator=evaluator)
         final = result.metrics
         final["init"] = f"imagenet:{Path(cfg['model']['backbone']['weights']).name}" if (
@@ -236,13 +240,12 @@ def main(args: argparse.Namespace) -> dict:
         if "fold" in splits:
             final["fold"] = int(splits["fold"])
         final.update(trainer.extra_state.get("selection") or {})
-        gate = None if result.threshold is None else {"threshold": result.threshold, "heads": schedule.gate["heads"],
-                                                      "target_sensitivity": schedule.gate["target_sensitivity"]}
+        gate = result.gate
         if not args.eval_only:
             from hemo_mtl.evaluation.calibration import temperature_record
 
             save_checkpoint(out / "model_final.pth", {"model": eval_model.state_dict(), "config": cfg,
-                                                      "cascade": gate or {},
+                                                      "cascade": gate.state_dict() if gate else {},
                                                       "calibration": temperature_record(temperature) if temperature else {}})
             final["time/train_seconds"] = round(train_seconds, 1)
         atomic_write_json(out / "final_metrics.json", final)
@@ -336,18 +339,6 @@ def trim_metrics(path: Path, epoch: int) -> None:
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _checkpoint_gate_threshold(saved: dict, gate_cfg: dict | None) -> float | None:
-    """The gate threshold --eval-only uses: the config's fixed one, else the checkpoint's when it was
-    chosen for the configured target sensitivity; None (choose again on validation) otherwise."""
-    if gate_cfg is None:
-        return None
-    if gate_cfg.get("threshold") is not None:
-        return float(gate_cfg["threshold"])
-    if saved.get("target_sensitivity") not in (None, gate_cfg["target_sensitivity"]):
-        return None
-    return saved.get("threshold")
-
-
 def _write_test_logs(out: Path, metrics: dict, panels, step: int, split: str = "test") -> None:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -359,7 +350,7 @@ def _write_test_logs(out: Path, metrics: dict, panels, step: int, split: str = "
             writer.add_image(f"{split}/panel_{i}", panel, step)
 
 
-def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datasets: dict,
+def _write_report(out: Path, metrics: dict, cfg: dict, gate: CascadeGate | None, datasets: dict,
                   details: dict | None = None) -> None:
     """report/ (metrics.json, report.md, plots from the evaluation package) + report.md at the top."""
     from hemo_mtl.categories import LABELS
@@ -379,9 +370,8 @@ def _write_report(out: Path, metrics: dict, cfg: dict, gate: dict | None, datase
                      f"records in epochs.json")
     if gate:
         notes.append(
-            f"cascade: the classifier gates {', '.join(gate['heads'])} at p(any) >= {gate['threshold']:.4f} "
-            f"(chosen on the validation split for sensitivity >= {cfg['schedule']['cascade']['target_sensitivity']}); "
-            f"gated-off slices get empty predictions. On test: {metrics.get('cascade/gate/skipped_fraction', float('nan')):.3f} "
+            f"cascade: {gate.describe()}. On {cfg['eval']['final_split']}: "
+            f"{metrics.get('cascade/gate/skipped_fraction', float('nan')):.3f} "
             f"of slices skipped, slice sensitivity lost to gating {metrics.get('cascade/gate/sensitivity_lost', float('nan')):.3f}, "
             f"lesions on gated-off slices {metrics.get('cascade/gate/lesions_lost', float('nan')):.3f}."
         )

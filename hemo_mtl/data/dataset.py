@@ -250,3 +250,18 @@ def manifest_dir_dataset(root, split: str | None = None, **kwargs) -> Hemorrhage
     root = Path(root)
     patients = load_splits(root / "splits.json")[split] if split else None
     return HemorrhageDataset(root / "manifest.csv", patients=patients, **kwargs)
+
+
+def move_to_device(batch, device: torch.device, channels_last: bool = False):
+    """A collated batch (tensors in dicts/lists) on ``device``; ``meta`` stays on the host. 4-D float
+    tensors go channels-last when asked (the AMP/cuDNN path)."""
+    if isinstance(batch, torch.Tensor):
+        t = batch.to(device, non_blocking=True)
+        if channels_last and t.dim() == 4 and t.is_floating_point():
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+    if isinstance(batch, dict):
+        return {k: (v if k == "meta" else move_to_device(v, device, channels_last)) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device, channels_last) for v in batch)
+    return batch

@@ -23,7 +23,6 @@ false positives of the stages before it; OHEM for detectors), not only random no
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -33,6 +32,7 @@ import pandas as pd
 from ..categories import SUBTYPES
 from ..config import ConfigError
 from ..data.sampling import repeat_counts, repeat_factors
+from ..models.gating import CascadeGate
 from ..registry import SCHEDULES
 
 HEAD_NAMES = ("cls", "seg", "det")
@@ -80,7 +80,7 @@ class Stage:
 class Schedule:
     name: str
     stages: list[Stage]
-    gate: dict | None = None  # cascade: {"heads", "target_sensitivity", "threshold"}
+    gate: CascadeGate | None = None  # cascade only
 
     @property
     def total_epochs(self) -> int:
@@ -251,39 +251,6 @@ def cascade(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
     target = float(ccfg.get("target_sensitivity", 0.95))
     if not 0 < target <= 1:
         raise ConfigError(f"schedule.cascade.target_sensitivity must be in (0, 1], got {target}")
-    gate = {"heads": gate_heads, "target_sensitivity": target, "threshold": ccfg.get("threshold")}
+    threshold = ccfg.get("threshold")
+    gate = CascadeGate(tuple(gate_heads), target, None if threshold is None else float(threshold))
     return Schedule("cascade", [_stage(s, i, model_heads) for i, s in enumerate(specs)], gate=gate)
-
-
-# -- cascade gating ----------------------------------------------------------------------------------
-
-
-def choose_gate_threshold(y_any: np.ndarray, p_any: np.ndarray, target_sensitivity: float) -> float:
-    """The highest threshold whose slice sensitivity (p >= t among y == 1) is at least the target.
-
-    With no positive slice there is nothing to protect: 0.5 is returned.
-    """
-    y = np.asarray(y_any).astype(bool)
-    p = np.asarray(p_any, dtype=np.float64)
-    pos = np.sort(p[y])[::-1]
-    if len(pos) == 0:
-        return 0.5
-    need = max(1, math.ceil(target_sensitivity * len(pos) - 1e-9))
-    return float(pos[need - 1])
-
-
-def gate_summary(y_any: np.ndarray, p_any: np.ndarray, threshold: float,
-                 lesions_per_slice: np.ndarray | None = None) -> dict[str, float]:
-    """What gating costs on a split: sensitivity lost, slices skipped, lesions on skipped slices."""
-    y = np.asarray(y_any).astype(bool)
-    passed = np.asarray(p_any, dtype=np.float64) >= threshold
-    out = {
-        "cascade/gate/threshold": float(threshold),
-        "cascade/gate/skipped_fraction": float(1 - passed.mean()) if len(passed) else float("nan"),
-        "cascade/gate/sensitivity": float(passed[y].mean()) if y.any() else float("nan"),
-    }
-    out["cascade/gate/sensitivity_lost"] = 1 - out["cascade/gate/sensitivity"]
-    if lesions_per_slice is not None:
-        n = np.asarray(lesions_per_slice, dtype=np.float64)
-        out["cascade/gate/lesions_lost"] = float(n[~passed].sum() / n.sum()) if n.sum() else float("nan")
-    return out

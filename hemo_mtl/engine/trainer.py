@@ -26,7 +26,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.dataset import move_to_device
 from ..data.views import DatasetView
+from ..evaluation.loop import run_inference
+from ..models.multitask import set_active_heads, unwrap
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .distributed import DistInfo, PatientGroupedSampler, all_gather_object, any_rank, get_dist_info
 from .events import EventStorage
@@ -88,30 +91,6 @@ def worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def set_active_heads(model: nn.Module, heads: Iterable[str]) -> None:
-    """Tell a multi-head model which heads to run; single-purpose models without the method are fine."""
-    fn = getattr(unwrap(model), "set_active_heads", None)
-    if fn is not None:
-        fn(set(heads))
-
-
-def move_to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    if isinstance(batch, torch.Tensor):
-        t = batch.to(device, non_blocking=True)
-        if channels_last and t.dim() == 4 and t.is_floating_point():
-            t = t.contiguous(memory_format=torch.channels_last)
-        return t
-    if isinstance(batch, dict):
-        return {k: (v if k == "meta" else move_to_device(v, device, channels_last)) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device, channels_last) for v in batch)
-    return batch
 
 
 class Trainer:
@@ -293,8 +272,6 @@ class Trainer:
         cascade gate's probe); the loader has its own generator, and the scores depend only on the
         weights at the epoch's start, which a checkpoint restores, so resuming stays exact. Every rank
         scores all of them and so picks the same slices."""
-        from .inference import run_inference  # engine.inference imports this module
-
         loader = DataLoader(DatasetView(self.train_set, np.asarray(indices)), batch_size=4 * self.batch_size,
                             num_workers=self.num_workers, collate_fn=self.collate_fn,
                             generator=torch.Generator().manual_seed(0))

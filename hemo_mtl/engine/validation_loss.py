@@ -11,7 +11,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .trainer import move_to_device
+from ..data.dataset import move_to_device
 
 _EVAL_ALWAYS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.dropout._DropoutNd)
 

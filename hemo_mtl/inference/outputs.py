@@ -23,7 +23,7 @@ from ..categories import LABELS, SUBTYPES
 from ..data.windowing import window_hu
 from .postprocess import contours, lesion_counts, volumes_ml
 
-# one colour per subtype 1..5 (EDH, SDH, SAH, IPH, IVH), as hemo_mtl.engine.visualize.COLORS
+# one colour per subtype 1..5 (EDH, SDH, SAH, IPH, IVH), as hemo_mtl.evaluation.panels.COLORS
 COLORS = np.array([[0xE6, 0x19, 0x4B], [0x3C, 0xB4, 0x4B], [0xFF, 0xE1, 0x19], [0x43, 0x63, 0xD8],
                    [0xF5, 0x82, 0x31]], dtype=np.uint8)
 

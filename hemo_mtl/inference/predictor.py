@@ -34,6 +34,7 @@ from ..data.dataset import context_index
 from ..data.io import DataError, list_slice_images, load_dicom_series, load_display_image, load_nifti
 from ..data.patches import window_grid
 from ..data.windowing import check_hu_range, stack_windows
+from ..models.gating import CascadeGate
 from ..models.tta import eval_forward, merge_detections
 from .postprocess import clean_mask
 
@@ -247,7 +248,7 @@ class Predictor:
         self.model = model.eval()
         self.temperature = temperature  # per label, fitted on validation (hemo_mtl.evaluation.calibration)
         self.config = config
-        self.cascade = dict(cascade or {})
+        self.gate = CascadeGate.from_state(cascade)  # the checkpoint's "cascade" state
         self.options = options or PredictOptions()
         self.device = torch.device(device)
         self.windows = tuple(config["data"]["windows"])
@@ -267,9 +268,14 @@ class Predictor:
                    checkpoint_temperature(state))
 
     @property
+    def active_gate(self) -> CascadeGate | None:
+        """The gate predictions apply: the checkpoint's, unless ``options.gate`` is off."""
+        gate = self.gate if self.options.gate else None
+        return gate if gate is not None and gate.threshold is not None else None
+
+    @property
     def gate_threshold(self) -> float | None:
-        thr = self.cascade.get("threshold")
-        return float(thr) if (self.options.gate and thr is not None) else None
+        return None if self.active_gate is None else self.active_gate.threshold
 
     # ------------------------------------------------------------------ preprocessing
     def channels(self, scan: Scan) -> list[torch.Tensor]:
@@ -296,10 +302,8 @@ class Predictor:
     def _forward(self, x: torch.Tensor) -> dict:
         """Model outputs for (B, C, S, S), gated when the checkpoint says so (the gated heads then run only
         on the slices that pass), or with the mirrored pass (``flip_tta``: gated on the averaged p(any))."""
-        thr = self.gate_threshold
-        gate = None if thr is None else {"threshold": thr, "heads": tuple(self.cascade.get("heads", ("seg", "det")))}
         batch = {"image": self._model_input(x)}
-        out = eval_forward(self.model, batch, gate, self.options.flip_tta)
+        out = eval_forward(self.model, batch, self.active_gate, self.options.flip_tta)
         out = {k: (v.float().cpu() if torch.is_tensor(v) and v.is_floating_point() else
                    v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
         if "instances" in out:

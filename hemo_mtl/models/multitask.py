@@ -9,7 +9,7 @@ run DDP with ``find_unused_parameters=True`` during such schedule stages).
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from hemo_mtl.registry import HEADS
 
 from .backbones import build_backbone
 from .defaults import resolve_model_cfg
-from .gating import empty_instances, scatter_outputs, select_features
+from .gating import CascadeGate, empty_instances, scatter_outputs, select_features
 from .losses import CONSISTENCY_KEY, build_balancer, consistency_loss
 
 
@@ -58,14 +58,13 @@ class MultiTaskModel(nn.Module):
             tasks[CONSISTENCY_KEY] = "consistency"
         return tasks
 
-    def forward(self, batch: dict, gate: Mapping | None = None) -> dict:
-        """Training: named losses. Eval: predictions; with ``gate`` ({"threshold", "heads": tasks}) the
-        heads of the gated tasks run only on slices whose p(any) >= threshold (``gating``), and
-        ``gate_passed`` says which."""
+    def forward(self, batch: dict, gate: CascadeGate | None = None) -> dict:
+        """Training: named losses. Eval: predictions; with a ``gate`` the heads of its tasks run only on
+        the slices it keeps (``gating``), and ``gate_passed`` says which."""
         active = [k for k in self.heads if k in self._active]
         with_fpn = any(self.heads[k].uses_fpn for k in active)
         feats = self.backbone(batch["image"], with_fpn=with_fpn)
-        gated = [k for k in active if gate is not None and self.heads[k].task in gate["heads"]]
+        gated = [k for k in active if gate is not None and self.heads[k].task in gate.heads]
         if gated and self.training:
             raise ValueError("the cascade gate is an inference step; call model.eval() first")
         out: dict = {}
@@ -75,7 +74,7 @@ class MultiTaskModel(nn.Module):
         if gated:
             if "cls_prob" not in out:
                 raise ValueError(f"the cascade gate needs the classification head active; active: {active}")
-            keep = out["cls_prob"][:, 0] >= float(gate["threshold"])
+            keep = gate.keep(out["cls_prob"][:, 0])
             index = keep.nonzero().flatten()
             part: dict = {}
             for key in gated:
@@ -88,6 +87,18 @@ class MultiTaskModel(nn.Module):
         if self.consistency > 0 and "cls_logits" in out:
             out[CONSISTENCY_KEY] = consistency_loss(out["cls_logits"], out.get("seg_logits"))
         return {k: v for k, v in out.items() if k.startswith("loss_")}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def set_active_heads(model: nn.Module, heads: Iterable[str]) -> None:
+    """Tell a multi-head model which heads to run; single-purpose models without the method are fine."""
+    fn = getattr(unwrap(model), "set_active_heads", None)
+    if fn is not None:
+        fn(set(heads))
 
 
 def build_model(model_cfg: dict | None = None) -> MultiTaskModel:

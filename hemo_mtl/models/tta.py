@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
-from .gating import gate_outputs
+from .gating import CascadeGate, gate_outputs
 
 
 def mirror_rows(instances: dict, height: int) -> dict:
@@ -55,10 +55,10 @@ def merge_detections(model: nn.Module, parts: Sequence[dict]) -> dict:
     return merge_instances(parts, det.nms_iou, getattr(det, "max_det", None))
 
 
-def flip_tta_forward(model: nn.Module, batch: Mapping, gate: Mapping | None = None) -> dict:
-    """Eval outputs of ``model`` on ``batch`` combined with those of the mirrored batch; with ``gate``
-    ({"heads", "threshold"}) the gated heads' outputs are emptied where the averaged p(any) is below it
-    (``gate_passed`` added). Both passes run every head on every slice."""
+def flip_tta_forward(model: nn.Module, batch: Mapping, gate: CascadeGate | None = None) -> dict:
+    """Eval outputs of ``model`` on ``batch`` combined with those of the mirrored batch; with ``gate`` the
+    gated heads' outputs are emptied where the averaged p(any) does not pass it (``gate_passed`` added).
+    Both passes run every head on every slice."""
     out = dict(model(batch))
     flipped = model({**batch, "image": batch["image"].flip(-2)})
     for key in ("cls_prob", "seg_prob"):
@@ -70,13 +70,13 @@ def flip_tta_forward(model: nn.Module, batch: Mapping, gate: Mapping | None = No
         out["instances"] = [merge_detections(model, [a, mirror_rows(b, height)])
                             for a, b in zip(out["instances"], flipped["instances"])]
     if gate is not None and "cls_prob" in out:
-        keep = out["cls_prob"][:, 0] >= gate["threshold"]
-        out = gate_outputs(out, keep, gate["heads"])
+        keep = gate.keep(out["cls_prob"][:, 0])
+        out = gate_outputs(out, keep, gate.heads)
         out["gate_passed"] = keep
     return out
 
 
-def eval_forward(model: nn.Module, batch: Mapping, gate: Mapping | None = None, flip_tta: bool = False) -> dict:
+def eval_forward(model: nn.Module, batch: Mapping, gate: CascadeGate | None = None, flip_tta: bool = False) -> dict:
     """The eval outputs that evaluation and prediction score: plain (with ``gate``, the gated heads run only
     on the slices that pass) or ``flip_tta_forward``."""
     if flip_tta:

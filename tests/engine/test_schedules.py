@@ -8,8 +8,13 @@ import torch
 from sklearn.metrics import roc_curve
 
 from hemo_mtl.config import ConfigError
-from hemo_mtl.engine import (HookBase, build_schedule, choose_gate_threshold, evaluate, gate_outputs,
-                             gate_summary)
+from hemo_mtl.engine import HookBase, build_schedule
+from hemo_mtl.evaluation.loop import evaluate
+from hemo_mtl.models.gating import CascadeGate, gate_outputs
+
+
+def choose_gate_threshold(y, p, target):
+    return CascadeGate(target_sensitivity=target).choose(y, p).threshold
 from hemo_mtl.data.dataset import collate_samples
 
 from .test_trainer import make_trainer
@@ -125,8 +130,8 @@ def test_gate_outputs_and_summary():
     assert out["seg_prob"][1].sum(0).allclose(torch.ones(4, 4))
     assert [len(i["boxes"]) for i in out["instances"]] == [2, 0, 2]
     assert out["instances"][1]["masks"].shape == (0, 4, 4)
-    s = gate_summary(np.array([1, 1, 1, 0, 0]), np.array([0.9, 0.2, 0.6, 0.1, 0.7]), 0.5,
-                     lesions_per_slice=np.array([2, 1, 1, 0, 0]))
+    s = CascadeGate(threshold=0.5).summary(np.array([1, 1, 1, 0, 0]), np.array([0.9, 0.2, 0.6, 0.1, 0.7]),
+                                           lesions_per_slice=np.array([2, 1, 1, 0, 0]))
     assert s["cascade/gate/sensitivity"] == pytest.approx(2 / 3)
     assert s["cascade/gate/sensitivity_lost"] == pytest.approx(1 / 3)
     assert s["cascade/gate/skipped_fraction"] == pytest.approx(2 / 5)
@@ -149,14 +154,14 @@ def test_cascade_evaluation_chooses_threshold_and_empties_gated_slices():
     model = ToyModel()
     data = ToyDataset(patients=4, noise=0.0)
     loader = torch.utils.data.DataLoader(data, batch_size=5, collate_fn=collate_samples)
-    gate_cfg = {"heads": ["seg"], "target_sensitivity": 0.9, "threshold": None}
+    gate = CascadeGate(heads=("seg",), target_sensitivity=0.9)
     ev = Capture()
-    result = evaluate(model, loader, ev, torch.device("cpu"), heads={"cls", "seg"}, gate_cfg=gate_cfg)
+    result = evaluate(model, loader, ev, torch.device("cpu"), heads={"cls", "seg"}, gate=gate)
     p = torch.cat([p for p, _ in ev.seen])
     seg = torch.cat([s for _, s in ev.seen])
     y = np.array([float(data[i]["cls"][0]) for i in range(len(data))]) > 0
-    assert result.threshold == pytest.approx(choose_gate_threshold(y, p.numpy(), 0.9))
-    off = p < result.threshold
+    assert result.gate.threshold == pytest.approx(choose_gate_threshold(y, p.numpy(), 0.9))
+    off = p < result.gate.threshold
     assert off.any() and (~off).any()
     assert (seg[off].argmax(1) == 0).all() and (seg[off][:, 0] == 1).all()
     assert result.metrics["cascade/gate/skipped_fraction"] == pytest.approx(float(off.float().mean()))
@@ -176,9 +181,9 @@ def test_cascade_evaluation_with_flip_tta_gates_on_the_averaged_probability():
     model = RowWeightedToy().eval()
     data = ToyDataset(patients=4, noise=0.0)
     loader = torch.utils.data.DataLoader(data, batch_size=5, collate_fn=collate_samples)
-    gate_cfg = {"heads": ["seg"], "target_sensitivity": 0.9, "threshold": None}
+    gate = CascadeGate(heads=("seg",), target_sensitivity=0.9)
     ev = Capture()
-    result = evaluate(model, loader, ev, torch.device("cpu"), heads={"cls", "seg"}, gate_cfg=gate_cfg, flip_tta=True)
+    result = evaluate(model, loader, ev, torch.device("cpu"), heads={"cls", "seg"}, gate=gate, flip_tta=True)
     with torch.no_grad():
         x = torch.stack([data[i]["image"] for i in range(len(data))])
         p_avg = (model({"image": x})["cls_prob"][:, 0] + model({"image": x.flip(-2)})["cls_prob"][:, 0]) / 2
@@ -186,8 +191,8 @@ def test_cascade_evaluation_with_flip_tta_gates_on_the_averaged_probability():
     y = np.array([float(data[i]["cls"][0]) for i in range(len(data))]) > 0
     assert mirror_matters > 1e-4  # 10x assert_close's tolerance below
     torch.testing.assert_close(torch.cat([p for p, _ in ev.seen]), p_avg)
-    assert result.threshold == pytest.approx(choose_gate_threshold(y, p_avg.numpy(), 0.9))
-    off = p_avg < result.threshold
+    assert result.gate.threshold == pytest.approx(choose_gate_threshold(y, p_avg.numpy(), 0.9))
+    off = p_avg < result.gate.threshold
     assert off.any() and (~off).any()
     assert (torch.cat([s for _, s in ev.seen])[off][:, 0] == 1).all()
 
@@ -291,3 +296,16 @@ def test_hard_negatives_take_the_classifier_s_highest_scored_negatives_first():
         schedule(1.5)
     with pytest.raises(ConfigError, match="it needs neg_fraction"):
         build_schedule({"name": "curriculum", "stages": [{"heads": ["cls"], "hard_negatives": 0.5}]}, 2, ["cls"])
+
+
+def test_cascade_gate_state_round_trip_and_saved_threshold_rule():
+    """The checkpoint state is the gate; --eval-only keeps a saved threshold only for the same target."""
+    gate = CascadeGate(("seg", "det"), 0.98)
+    chosen = gate.with_threshold(0.31)
+    assert CascadeGate.from_state(chosen.state_dict()) == chosen and CascadeGate.from_state({}) is None
+    assert gate.with_saved(chosen.state_dict()).threshold == pytest.approx(0.31)
+    assert gate.with_saved({**chosen.state_dict(), "target_sensitivity": 0.9}).threshold is None
+    assert CascadeGate(threshold=0.0).with_saved(chosen.state_dict()).threshold == 0.0  # a fixed one wins
+    assert gate.restricted_to({"cls", "seg"}).heads == ("seg",) and gate.restricted_to({"seg"}) is None
+    with pytest.raises(ValueError, match="no threshold chosen"):
+        gate.keep(np.array([0.5]))

@@ -78,13 +78,14 @@ class ToyModel(nn.Module):
     def set_active_heads(self, names) -> None:
         self.active = set(names)
 
-    def forward(self, batch: dict, gate: dict | None = None) -> dict:
-        """``gate`` as MultiTaskModel takes it: outputs of the gated tasks blanked below the threshold."""
+    def forward(self, batch: dict, gate=None) -> dict:
+        """``gate`` (a CascadeGate) as MultiTaskModel takes it: outputs of the gated tasks blanked where it
+        does not keep the slice."""
         out = self._forward(batch)
         if gate is None or self.training:
             return out
-        keep = out["cls_prob"][:, 0] >= gate["threshold"]
-        return {**gate_outputs(out, keep, gate["heads"]), "gate_passed": keep}
+        keep = gate.keep(out["cls_prob"][:, 0])
+        return {**gate_outputs(out, keep, gate.heads), "gate_passed": keep}
 
     def _forward(self, batch: dict) -> dict:
         f = self.backbone(batch["image"])

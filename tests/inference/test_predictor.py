@@ -12,7 +12,7 @@ from torch import nn  # noqa: E402
 from hemo_mtl.data.transforms import resize_pipeline  # noqa: E402
 from hemo_mtl.data.windowing import window_hu  # noqa: E402
 from hemo_mtl.inference import PredictOptions, Predictor, Scan, fit_to_square, load_scan  # noqa: E402
-from hemo_mtl.models.gating import gate_outputs  # noqa: E402
+from hemo_mtl.models.gating import CascadeGate, gate_outputs  # noqa: E402
 
 torch.set_num_threads(2)
 CENTERS = torch.linspace(0, 1, 6)
@@ -28,8 +28,8 @@ class IntensityModel(nn.Module):
         out = {"cls_prob": cls, "seg_prob": seg}
         if gate is None:
             return out
-        keep = cls[:, 0] >= gate["threshold"]
-        return {**gate_outputs(out, keep, gate["heads"]), "gate_passed": keep}
+        keep = gate.keep(cls[:, 0])
+        return {**gate_outputs(out, keep, gate.heads), "gate_passed": keep}
 
 
 def _reference_labels(volume):
@@ -132,7 +132,7 @@ def test_cascade_gate_empties_slices_below_threshold(phantom_scan):
     p_any = _predictor(64).predict(scan).cls_prob[:, 0]
     thr = float(np.median(p_any))
     predictor = _predictor(64)
-    predictor.cascade = {"threshold": thr, "heads": ["seg", "det"]}
+    predictor.gate = CascadeGate(("seg", "det"), threshold=thr)
     pred = predictor.predict(scan)
     off = p_any < thr
     assert off.any() and (~off).any()
@@ -201,8 +201,8 @@ def test_model_runs_gated_heads_only_on_passing_slices_with_the_same_outputs(wei
         full = model({"image": x})
         p = full["cls_prob"][:, 0]
         thr = float(p.median())
-        gated = model({"image": x}, gate={"threshold": thr, "heads": ("seg", "det")})
-        nothing = model({"image": x}, gate={"threshold": 2.0, "heads": ("seg", "det")})
+        gated = model({"image": x}, gate=CascadeGate(("seg", "det"), threshold=thr))
+        nothing = model({"image": x}, gate=CascadeGate(("seg", "det"), threshold=2.0))
     hook.remove()
     keep = p >= thr
     assert 0 < int(keep.sum()) < len(x) and calls == [len(x), int(keep.sum()), 0]
@@ -215,4 +215,4 @@ def test_model_runs_gated_heads_only_on_passing_slices_with_the_same_outputs(wei
     assert not nothing["gate_passed"].any() and (nothing["seg_prob"][:, 0] == 1).all()
     assert all(len(i["boxes"]) == 0 and i["masks"].shape[-2:] == x.shape[-2:] for i in nothing["instances"])
     with pytest.raises(ValueError, match="inference step"):
-        model.train()({"image": x}, gate={"threshold": thr, "heads": ("seg",)})
+        model.train()({"image": x}, gate=CascadeGate(("seg",), threshold=thr))

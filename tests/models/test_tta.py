@@ -2,6 +2,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from hemo_mtl.models.gating import CascadeGate
 from hemo_mtl.models.tta import merge_instances, mirror_rows
 
 
@@ -49,7 +50,7 @@ def test_flip_tta_forward_combines_the_two_passes_of_a_multitask_model(batch_fn,
         plain, mirrored = model(batch), model({**batch, "image": batch["image"].flip(-2)})
         got = flip_tta_forward(model, batch)
         p_any = got["cls_prob"][:, 0]
-        gated = flip_tta_forward(model, batch, {"threshold": float(p_any.median()), "heads": ["seg", "det"]})
+        gated = flip_tta_forward(model, batch, CascadeGate(("seg", "det"), threshold=float(p_any.median())))
     torch.testing.assert_close(got["cls_prob"], (plain["cls_prob"] + mirrored["cls_prob"]) / 2)
     torch.testing.assert_close(got["seg_prob"], (plain["seg_prob"] + mirrored["seg_prob"].flip(-2)) / 2)
     det = model.heads["det"]

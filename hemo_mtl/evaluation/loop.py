@@ -1,8 +1,9 @@
-"""Evaluation passes over a split: predictions -> evaluator, with the cascade gate when the schedule has one.
+"""The evaluation loop over a split (as detectron2's ``inference_on_dataset``): the model's eval
+outputs -> an evaluator, with the cascade gate when the model is trained as a cascade.
 
-The cascade gate is chosen on the split the caller says (validation), by a cls-only pass: the highest
-``any`` threshold that keeps ``target_sensitivity`` of the positive slices. Slices below it get
-empty seg/det predictions; the metrics then carry what gating cost (``cascade/gate/*``).
+A gate without a threshold is chosen on the split the caller passes (validation) by a cls-only pass
+(``CascadeGate.choose``). Slices below it get empty seg/det predictions; the metrics then carry what
+gating cost (``cascade/gate/*``).
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.dataset import move_to_device
+from ..models.gating import CascadeGate
+from ..models.multitask import set_active_heads
 from ..models.tta import eval_forward
-from .schedules import choose_gate_threshold, gate_summary
-from .trainer import move_to_device, set_active_heads
-from .visualize import draw_panel
+from .panels import draw_panel
 
 
 @dataclass
@@ -25,7 +27,7 @@ class InferenceResult:
     p_any: np.ndarray
     y_any: np.ndarray  # -1 where `any` is unknown
     panels: list[torch.Tensor] = field(default_factory=list)
-    threshold: float | None = None
+    gate: CascadeGate | None = None  # the gate applied (its threshold chosen on validation)
 
 
 def _slice(batch: Mapping, i: int) -> dict:
@@ -48,11 +50,11 @@ def _pred(outputs: Mapping, i: int) -> dict:
 
 @torch.no_grad()
 def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.device, *,
-                  heads: Iterable[str] | None = None, gate: Mapping | None = None, amp: bool = False,
+                  heads: Iterable[str] | None = None, gate: CascadeGate | None = None, amp: bool = False,
                   channels_last: bool = False, panels: int = 0, flip_tta: bool = False) -> InferenceResult:
-    """One pass: ``model`` in eval mode on every batch, outputs (gated when ``gate`` is given:
-    {"heads", "threshold"}; with ``flip_tta`` combined with the mirrored batch's, ``hemo_mtl.models.tta``)
-    fed to ``evaluator``; also returns per-slice ``any`` probabilities."""
+    """One pass: ``model`` in eval mode on every batch, outputs (gated by ``gate``, whose threshold is
+    set; with ``flip_tta`` combined with the mirrored batch's, ``hemo_mtl.models.tta``) fed to
+    ``evaluator``; also returns per-slice ``any`` probabilities."""
     was_training = model.training
     model.eval()
     if heads is not None:
@@ -89,9 +91,9 @@ def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.d
     y_any = np.concatenate(y_all) if y_all else np.zeros(0)
     if gate is not None:
         known = y_any >= 0
-        metrics.update(gate_summary(y_any[known] > 0, p_any[known], float(gate["threshold"]),
+        metrics.update(gate.summary(y_any[known] > 0, p_any[known],
                                     np.asarray(lesions)[known] if len(lesions) == len(known) else None))
-    return InferenceResult(metrics, p_any, y_any, (positives + others)[:panels])
+    return InferenceResult(metrics, p_any, y_any, (positives + others)[:panels], gate)
 
 
 def _to_float(outputs: Mapping) -> dict:
@@ -108,24 +110,17 @@ def _to_float(outputs: Mapping) -> dict:
 
 
 def evaluate(model: nn.Module, loader: Iterable, evaluator, device: torch.device, *,
-             heads: Iterable[str], gate_cfg: Mapping | None = None, threshold: float | None = None,
-             amp: bool = False, channels_last: bool = False, panels: int = 0,
-             flip_tta: bool = False) -> InferenceResult:
-    """Evaluate ``heads`` on a split; with a cascade ``gate_cfg`` and no ``threshold``, choose the
-    threshold on this split first (call it on validation, then pass the result for test)."""
+             heads: Iterable[str], gate: CascadeGate | None = None, amp: bool = False,
+             channels_last: bool = False, panels: int = 0, flip_tta: bool = False) -> InferenceResult:
+    """Evaluate ``heads`` on a split; a cascade ``gate`` without a threshold is chosen on this split
+    first (call it on validation, then pass ``result.gate`` for test)."""
     opts = {"amp": amp, "channels_last": channels_last, "flip_tta": flip_tta}
     heads = set(heads)
-    gated = sorted(set(gate_cfg["heads"]) & heads) if gate_cfg else []
-    if not gated or "cls" not in heads:
+    gate = gate.restricted_to(heads) if gate is not None else None
+    if gate is None:
         return run_inference(model, loader, evaluator, device, heads=heads, panels=panels, **opts)
-    if threshold is None:
-        threshold = gate_cfg.get("threshold")
-    if threshold is None:
+    if gate.threshold is None:
         probe = run_inference(model, loader, None, device, heads={"cls"}, **opts)
         known = probe.y_any >= 0
-        threshold = choose_gate_threshold(probe.y_any[known] > 0, probe.p_any[known],
-                                          float(gate_cfg["target_sensitivity"]))
-    result = run_inference(model, loader, evaluator, device, heads=heads,
-                           gate={"heads": gated, "threshold": float(threshold)}, panels=panels, **opts)
-    result.threshold = float(threshold)
-    return result
+        gate = gate.choose(probe.y_any[known] > 0, probe.p_any[known])
+    return run_inference(model, loader, evaluator, device, heads=heads, gate=gate, panels=panels, **opts)
