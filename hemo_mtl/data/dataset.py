@@ -142,7 +142,10 @@ class HemorrhageDataset(Dataset):
             channels = np.repeat((image.astype(np.float32) / 255.0)[None], len(self.windows), axis=0)
         channels = channels.reshape(-1, *orig_size)  # 2.5D: [window0 @ z-c..z+c, window1 @ z-c..z+c, ...]
         has_mask = bool(row["has_mask"])
-        mask = read_slice(row["mask"], "mask", self.cache) if has_mask else np.zeros(orig_size, np.uint8)
+        if has_mask and row["mask"] != f"{row['image']}@0":
+            mask = read_slice(row["mask"], "mask", self.cache)
+        else:  # no mask, or empty by a release's definition (the image itself stands for the file)
+            mask = np.zeros(orig_size, np.uint8)
         if mask.shape != orig_size:
             raise ValueError(f"{row['mask']}: mask shape {mask.shape} differs from image {row['image']} {orig_size}")
         if self.train:
