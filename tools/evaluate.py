@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 
 from hemo_mtl.categories import LABELS  # noqa: E402
 from hemo_mtl.evaluation import (CONVENTIONS, classification_metrics, coco_metrics, confusion_counts,  # noqa: E402
-                                 froc_2d, hd95_per_label, segmentation_metrics, tune_thresholds,
-                                 volume_table, write_report)
+                                 froc_2d, hd95_per_label, segmentation_metrics, subtype_known,
+                                 tune_thresholds, volume_table, write_report)
 from hemo_mtl.evaluation.detection import check_results  # noqa: E402
 
 KEYS = ("patient_id", "slice_idx")
@@ -283,7 +283,7 @@ def run_seg(args) -> tuple[dict, dict, list[str]]:
     if missing:
         warn(f"{len(missing)} of {len(gts)} ground-truth masks have no prediction in {pred_dir} "
              f"(e.g. {gts[missing[0]].name}); counted as misses (empty prediction)")
-    counts, volume_ids, voxel_ml = [], [], []
+    counts, volume_ids, voxel_ml, known = [], [], [], []
     hd95: dict[str, list[float]] = {}
     any_png = False
     for key, gpath in gts.items():
@@ -298,18 +298,19 @@ def run_seg(args) -> tuple[dict, dict, list[str]]:
             p = np.zeros_like(g)
         c = confusion_counts(np.moveaxis(g, -1, 0), np.moveaxis(p, -1, 0))  # slices along Z
         counts.append(c)
+        known.append(subtype_known(np.moveaxis(g, -1, 0)))  # truth value 6: bleed of unknown subtype
         volume_ids += [key] * len(c)
         any_png |= spacing is None
         voxel_ml += [np.prod(spacing) / 1000.0 if spacing else np.nan] * len(c)
         if args.hd95:
             for label, d in hd95_per_label(g, p, spacing).items():
                 hd95.setdefault(label, []).append(d)
-    counts = np.concatenate(counts)
+    counts, known = np.concatenate(counts), np.concatenate(known)
     volumes = None if any_png else volume_ids
     ml = np.asarray(voxel_ml) if not any_png else None
-    metrics = segmentation_metrics(counts, volumes, ml, hd95 or None)
+    metrics = segmentation_metrics(counts, volumes, ml, hd95 or None, slice_subtype_known=known)
     metrics["seg/all/n_missing_predictions"] = float(len(missing))
-    details = {"volumes": volume_table(counts, volume_ids, ml)} if ml is not None else {}
+    details = {"volumes": volume_table(counts, volume_ids, ml, known)} if ml is not None else {}
     notes = [f"ground truth: {gt_dir} ({len(gts)} files, {len(counts)} slices); predictions: {pred_dir}",
              f"{len(missing)} file(s) without a prediction scored as empty predictions"]
     if any_png:

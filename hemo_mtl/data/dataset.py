@@ -142,9 +142,13 @@ class HemorrhageDataset(Dataset):
             channels = np.repeat((image.astype(np.float32) / 255.0)[None], len(self.windows), axis=0)
         channels = channels.reshape(-1, *orig_size)  # 2.5D: [window0 @ z-c..z+c, window1 @ z-c..z+c, ...]
         has_mask = bool(row["has_mask"])
-        mask = read_slice(row["mask"], "mask", self.cache) if has_mask else np.zeros(orig_size, np.uint8)
+        if has_mask and row["mask"] != f"{row['image']}@0":
+            mask = read_slice(row["mask"], "mask", self.cache)
+        else:  # no mask, or empty by a release's definition (the image itself stands for the file)
+            mask = np.zeros(orig_size, np.uint8)
         if mask.shape != orig_size:
             raise ValueError(f"{row['mask']}: mask shape {mask.shape} differs from image {row['image']} {orig_size}")
+        unknown_subtype = bool((mask == UNKNOWN_SUBTYPE).any())  # before augmentation: the same for every draw
         if self.train:
             # per-sample seed: the same augmentation whatever worker or resume point draws it
             self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
@@ -163,7 +167,7 @@ class HemorrhageDataset(Dataset):
             if not pd.isna(value):
                 cls[i], valid[i] = float(value), 1.0
         cls, valid = cls * self.label_keep, valid * self.label_keep
-        has_boxes = bool(row["has_boxes"]) and not (has_mask and bool((mask_np == UNKNOWN_SUBTYPE).any()))
+        has_boxes = bool(row["has_boxes"]) and not unknown_subtype
         boxes, labels, inst = mask_to_instances(mask_np.astype(np.uint8)) if has_boxes and has_mask else mask_to_instances(np.zeros_like(mask_np, np.uint8))
         return {
             "image": image_t,

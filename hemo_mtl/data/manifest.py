@@ -4,6 +4,9 @@ Columns (``MANIFEST_COLUMNS``): patient_id, study_id, slice_idx, source, image (
 ``path#k`` for slice k of a volume), kind (``hu`` | ``display``), any, EDH, SDH, SAH, IPH, IVH
 (1/0, empty when that label is unknown), mask (``path#k`` or empty), has_cls, has_mask, has_boxes,
 spacing (``"sx sy sz"`` in mm, empty when unknown). A dataset with no masks has none, not empty ones.
+A binary mask reference ends in ``@n``: its foreground pixels get label n (a subtype 1..5, or
+``UNKNOWN_SUBTYPE`` when the slice's subtype split is unknown); ``@0`` is an all-background mask,
+which may point at the slice's own image when a release defines the mask as empty without a file.
 Optional columns (``OPTIONAL_COLUMNS``) are written only when a source fills them: ``location``
 (a dataset's own location name for the slice's bleed, e.g. deep/lobar/subtentorial; empty = unknown).
 """

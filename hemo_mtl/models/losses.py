@@ -94,10 +94,10 @@ def subtype_partial_cross_entropy(logits: torch.Tensor, target: torch.Tensor, un
 
     ``logits`` (N,K,H,W) with class 0 = background and 1..K-1 the subtypes. A known pixel gets the
     usual -log p_y; an unknown-subtype pixel gets -log(p_1 + .. + p_{K-1}) = -log(1 - p_0), computed
-    as logsumexp(subtype logits) - logsumexp(all logits): it teaches bleed vs background and leaves
-    the split among subtypes to the pixels that know it (its gradient favours no subtype over the
-    current proportions). ``weight`` (K,) as in ``F.cross_entropy`` (a weighted mean); an unknown
-    pixel weighs the mean of the subtype weights. Without unknown pixels this is ``F.cross_entropy``.
+    as logsumexp(all logits) - logsumexp(subtype logits): it teaches bleed vs background, scores
+    every split of the bleed among subtypes the same and leaves the split to the pixels that know it.
+    ``weight`` (K,) as in ``F.cross_entropy`` (a weighted mean); an unknown pixel weighs the mean of
+    the subtype weights. Without unknown pixels this is ``F.cross_entropy``.
     """
     is_unknown = target == unknown
     if not bool(is_unknown.any()):

@@ -244,3 +244,42 @@ def test_volume_instances_match_scipy_and_hand_computed_volume():
     assert volume_instances(np.zeros((3, 3, 3)), (1, 1, 1)) == []
     with pytest.raises(ValueError, match="spacing"):
         volume_instances(vol, (1, 1))
+
+
+def test_unknown_subtype_pixels_get_no_annotation_and_are_flagged_and_reported():
+    from pycocotools import mask as mask_utils
+
+    from hemo_mtl.categories import UNKNOWN_SUBTYPE
+
+    mixed = np.zeros((20, 24), np.uint8)
+    mixed[2:6, 3:9] = 2  # a known SDH component
+    mixed[10:15, 12:20] = UNKNOWN_SUBTYPE  # bleed of unknown subtype: 40 pixels
+    unknown_only = np.where(mixed > 0, UNKNOWN_SUBTYPE, 0).astype(np.uint8)
+    builder = CocoBuilder()
+    ids = [builder.add_image(f"{i}.png", 20, 24) for i in range(3)]
+    builder.add_slice(ids[0], mixed)
+    builder.add_slice(ids[1], unknown_only)
+    builder.add_slice(ids[2], np.zeros((20, 24), np.uint8))
+    coco = builder.to_dict()
+    assert coco["categories"] == coco_categories()  # the five fixed ids, nothing added
+    assert [(a["image_id"], a["category_id"]) for a in coco["annotations"]] == [(ids[0], 2)]
+    decoded = mask_utils.decode(mask_utils.frPyObjects(coco["annotations"][0]["segmentation"], 20, 24))
+    if decoded.ndim == 3:
+        decoded = decoded.max(axis=2)
+    assert np.array_equal(decoded, (mixed == 2).astype(np.uint8))  # pycocotools decodes the SDH alone
+    assert [i.get("unknown_subtype_pixels") for i in coco["images"]] == [40, 64, None]
+    report = builder.report
+    assert report.unknown_subtype == [{"image_id": ids[0], "pixels": 40}, {"image_id": ids[1], "pixels": 64}]
+    assert report.negative_images == 1  # an unknown-subtype bleed is not a slice without bleed
+    assert "2 images with bleed of unknown subtype (104 pixels, not annotated)" in report.summary()
+    assert validate_coco(coco).problems == []
+
+
+def test_volume_instances_leave_unknown_subtype_voxels_out():
+    from hemo_mtl.categories import UNKNOWN_SUBTYPE
+
+    vol = np.zeros((10, 10, 4), np.uint8)
+    vol[1:4, 1:4, 0:2] = 4
+    vol[6:9, 6:9, 1:3] = UNKNOWN_SUBTYPE
+    lesions = volume_instances(vol, (1.0, 1.0, 2.0))
+    assert [(l["category_id"], l["voxels"]) for l in lesions] == [(4, 18)]

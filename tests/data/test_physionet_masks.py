@@ -74,6 +74,7 @@ def test_unknown_subtype_mask_through_the_dataset(tmp_path):
 
     masks = make_release(tmp_path)
     frame = rows_to_frame(scan_source("physionet", tmp_path).rows)
+    frame["has_boxes"] = True  # the dataset itself refuses boxes of unknown category, whatever the row says
     aug = {"rotate": 30.0, "p_affine": 1.0, "scale": (0.8, 1.2)}
     for train in (False, True):
         ds = HemorrhageDataset(frame, patients=["049"], image_size=48, train=train, augment=aug)
@@ -138,3 +139,24 @@ def test_real_sample_dataset_yields_081_masks(ctich_jpg_dir):
     assert bleed["has"]["mask"] and int((bleed["mask"] == CATEGORY_IDS["SDH"]).sum()) > 50
     assert len(bleed["boxes"]) >= 1 and set(bleed["labels"].tolist()) == {CATEGORY_IDS["SDH"]}
     assert normal["has"]["mask"] and not normal["mask"].any() and len(normal["boxes"]) == 0
+
+
+def test_coco_export_of_the_release(tmp_path):
+    """COCO from the release: the SDH mask annotated, the multi-subtype one flagged and reported."""
+    import json
+
+    from hemo_mtl.data.convert import convert_dataset
+
+    masks = make_release(tmp_path / "src")
+    report = convert_dataset("physionet", tmp_path / "src", tmp_path / "out", formats=("manifest", "coco"),
+                             val=0.0, test=0.0, progress=False)
+    coco = json.loads((tmp_path / "out" / "annotations" / "instances_train.json").read_text())
+    images = {(i["patient_id"], i["slice_idx"]): i for i in coco["images"]}
+    assert len(images) == 7  # every slice is an image entry
+    sdh = [a for a in coco["annotations"] if a["image_id"] == images["049", 1]["id"]]
+    assert [a["category_id"] for a in sdh] == [CATEGORY_IDS["SDH"]] and sdh[0]["area"] == (masks[49, 2] > 0).sum()
+    multi = images["049", 3]
+    assert multi["unknown_subtype_pixels"] == (masks[49, 4] > 0).sum()
+    assert not [a for a in coco["annotations"] if a["image_id"] == multi["id"]]
+    counts = report["exports"]["coco"]["train"]
+    assert counts["unknown_subtype_images"] == 1 and counts["negative_images"] == 5

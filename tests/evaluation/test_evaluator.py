@@ -123,3 +123,30 @@ def test_evaluator_reset_task_subset_and_missing_heads():
     assert "seg/any/dice" in m2 and not any(k.startswith(("volume", "cls", "det")) for k in m2)
     with pytest.raises(ValueError, match="unknown evaluation task"):
         MultiTaskEvaluator(tasks=("cls", "depth"))
+
+
+def test_evaluator_counts_unknown_subtype_truth_for_any_only():
+    from hemo_mtl.categories import UNKNOWN_SUBTYPE
+    from hemo_mtl.evaluation.segmentation import subtype_known
+
+    batch, outputs = _batch(3)
+    batch["mask"][0][batch["mask"][0] > 0] = UNKNOWN_SUBTYPE  # a binary mask on a slice with two subtypes
+    ev = MultiTaskEvaluator(tasks=("seg",))
+    ev.process(batch, outputs)
+    got = ev.evaluate()
+    keep = batch["has"]["mask"]
+    gt, pred = batch["mask"][keep], outputs["seg_prob"][keep].argmax(1)
+    vols = [f"{m['patient_id']}/S" for m, h in zip(batch["meta"], keep) if h]
+    known = subtype_known(gt)
+    assert known.tolist() == [False, True, True]
+    ref = segmentation_metrics(confusion_counts(gt, pred), vols, np.full(3, 0.5 * 0.5 * 5.0 / 1000 * 4),
+                               slice_subtype_known=known)
+    assert set(ref) == set(got)
+    for k, v in ref.items():
+        assert (math.isnan(v) and math.isnan(got[k])) or got[k] == pytest.approx(v, abs=1e-9), k
+    assert got["seg/any/n_subtype_unknown"] == 1 and got["seg/SDH/n_per_slice"] == 2 and got["seg/any/n_per_slice"] == 3
+    # the unknown slice's bleed still counts for any: recall as if it were labelled
+    labelled = dict(batch, mask=torch.where(batch["mask"] == UNKNOWN_SUBTYPE, 2, batch["mask"]))
+    ev.reset()
+    ev.process(labelled, outputs)
+    assert ev.evaluate()["seg/any/recall"] == pytest.approx(got["seg/any/recall"])

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from hemo_mtl.categories import LABELS
 from hemo_mtl.evaluation.segmentation import (confusion_counts, hausdorff_distance, hd95_per_label,
-                                              segmentation_metrics, volume_table)
+                                              segmentation_metrics, subtype_known, volume_table)
 
 
 def test_hand_computed_dice_iou_and_empty_cases():
@@ -125,3 +125,67 @@ def test_bad_masks_raise():
         confusion_counts(np.full((4, 4), 7), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="prediction mask holds labels outside 0..5"):  # never predicted
         confusion_counts(np.zeros((4, 4)), np.full((4, 4), 6))
+
+
+UNKNOWN = 6  # truth value: bleed, subtype unknown
+
+
+def _with_unknown_subtype(seed: int = 0):
+    """Six 16x16 slices of two volumes; slices 1 and 4 hold bleed of unknown subtype."""
+    rng = np.random.default_rng(seed)
+    gt = np.zeros((6, 16, 16), np.int64)
+    gt[:, 2:7, 3:9] = 2
+    gt[:, 9:13, 9:14] = 4
+    gt[1][gt[1] > 0] = UNKNOWN
+    gt[4, 9:13, 9:14] = UNKNOWN  # slice 4: a known SDH and an unknown blob
+    pred = gt.copy()
+    pred[pred == UNKNOWN] = 3  # a subtype guess on unknown truth: neither right nor wrong for SAH
+    noise = rng.random(gt.shape) < 0.08
+    pred[noise] = rng.integers(0, 6, noise.sum())
+    return gt, pred, ["a"] * 3 + ["b"] * 3
+
+
+def test_unknown_subtype_truth_counts_for_any_and_for_no_subtype_against_sklearn():
+    gt, pred, _ = _with_unknown_subtype()
+    counts = confusion_counts(gt, pred).sum(0)
+    m = segmentation_metrics(counts[None])
+    g, p = gt.ravel(), pred.ravel()
+    assert m["seg/any/dice"] == pytest.approx(f1_score(g > 0, p > 0))
+    known = g != UNKNOWN
+    for c, label in enumerate(LABELS[1:], start=1):
+        ref = f1_score(g[known] == c, p[known] == c, zero_division=np.nan)
+        assert (math.isnan(ref) and math.isnan(m[f"seg/{label}/dice"])) or m[f"seg/{label}/dice"] == pytest.approx(ref), label
+    # without the unknown pixels the subtype counts are those of the known pixels alone
+    flat = confusion_counts(np.where(known, g, 0).reshape(gt.shape), np.where(known, p, 0).reshape(gt.shape)).sum(0)
+    assert np.array_equal(counts[1:], flat[1:])
+
+
+def test_slices_and_volumes_of_unknown_subtype_count_for_any_only():
+    gt, pred, vols = _with_unknown_subtype()
+    counts = confusion_counts(gt, pred)
+    known = subtype_known(gt)
+    assert known.tolist() == [True, False, True, True, False, True]
+    voxel_ml = np.full(6, 0.01)
+    m = segmentation_metrics(counts, vols, voxel_ml, slice_subtype_known=known)
+    every = segmentation_metrics(counts, vols, voxel_ml)
+    only_known = segmentation_metrics(counts[known], [v for v, k in zip(vols, known) if k], voxel_ml[known])
+    for key in every:
+        task, label, name = key.split("/")
+        if name == "n_subtype_unknown":
+            continue
+        if label == "any" or (task == "seg" and not name.endswith("_per_slice")):
+            ref = every[key]  # "any" everywhere and the pooled pixel counts: every slice
+        elif task == "seg":
+            ref = only_known[key]  # subtype means over slices: the known slices only
+        else:
+            continue  # seg3d / volume subtypes: below
+        assert m[key] == pytest.approx(ref, nan_ok=True), key
+    assert m["seg/SDH/n_per_slice"] == 4 and m["seg/SDH/dice_per_slice"] != pytest.approx(every["seg/SDH/dice_per_slice"])
+    # both volumes hold an unknown slice: no per-volume subtype figure, any over both
+    assert m["seg3d/SDH/n"] == 0 and math.isnan(m["seg3d/SDH/dice"]) and m["volume/SDH/n"] == 0
+    assert m["seg3d/any/n"] == 2 and m["seg3d/any/dice"] == pytest.approx(every["seg3d/any/dice"])
+    assert m["volume/any/mae_ml"] == pytest.approx(every["volume/any/mae_ml"])
+    assert m["seg/any/n_subtype_unknown"] == 2 and m["seg3d/any/n_subtype_unknown"] == 2
+    table = volume_table(counts, vols, voxel_ml, known)
+    assert np.isnan(table["gt_ml"][:, 1:]).all() and np.isfinite(table["gt_ml"][:, 0]).all()
+    assert math.isnan(hd95_per_label(gt, pred)["SDH"]) and math.isfinite(hd95_per_label(gt, pred)["any"])

@@ -10,6 +10,7 @@ from hemo_mtl.models.losses import (
     consistency_loss,
     pcgrad_backward,
     soft_dice_loss,
+    subtype_partial_cross_entropy,
     zero_loss,
 )
 
@@ -101,6 +102,59 @@ def test_soft_dice_ignores_classes_absent_from_the_target():
     assert torch.all(prob.grad[0, 2] == 0)
     empty = soft_dice_loss(prob, torch.zeros(1, 1, 2, dtype=torch.long))
     assert empty.item() == 0.0 and empty.requires_grad
+
+
+def test_soft_dice_valid_leaves_pixels_out():
+    # pixel 2 is left out: its probabilities count neither as hits nor as false positives
+    prob = torch.tensor([[[[0.9, 0.2, 0.3]], [[0.1, 0.8, 0.7]]]])
+    target = torch.tensor([[[0, 1, 0]]])
+    valid = torch.tensor([[[True, True, False]]])
+    dice1 = (2 * 0.8 + 1) / (0.9 + 1 + 1)  # the hand case above
+    assert soft_dice_loss(prob, target, valid=valid).item() == pytest.approx(1 - dice1)
+    assert soft_dice_loss(prob, target).item() != pytest.approx(1 - dice1)
+
+
+UNKNOWN = 6
+
+
+def test_partial_cross_entropy_hand_case():
+    # (1, 6 classes, 1, 2): pixel 0 is bleed of unknown subtype, pixel 1 background
+    logits = torch.zeros(1, 6, 1, 2)
+    logits[0, 0, 0, 1] = math.log(3.0)
+    target = torch.tensor([[[UNKNOWN, 0]]])
+    # pixel 0: p0 = 1/6, -log(1 - p0) = -log(5/6); pixel 1: p0 = 3/8, -log(3/8)
+    expected = (-math.log(5 / 6) - math.log(3 / 8)) / 2
+    assert subtype_partial_cross_entropy(logits, target, UNKNOWN).item() == pytest.approx(expected, rel=1e-6)
+    # class weights: the unknown pixel weighs the mean subtype weight (2 + 1 + 1 + 1 + 5) / 5 = 2
+    w = torch.tensor([0.5, 2.0, 1.0, 1.0, 1.0, 5.0])
+    weighted = (2.0 * -math.log(5 / 6) + 0.5 * -math.log(3 / 8)) / (2.0 + 0.5)
+    assert subtype_partial_cross_entropy(logits, target, UNKNOWN, w).item() == pytest.approx(weighted, rel=1e-6)
+
+
+def test_partial_cross_entropy_is_plain_cross_entropy_without_unknown_pixels():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 5, 4, generator=gen)
+    target = torch.randint(0, 6, (2, 5, 4), generator=gen)
+    w = torch.tensor([0.5, 2.0, 1.0, 3.0, 1.0, 5.0])
+    for weight in (None, w):
+        ours = subtype_partial_cross_entropy(logits, target, UNKNOWN, weight)
+        assert torch.equal(ours, torch.nn.functional.cross_entropy(logits, target, weight=weight))
+
+
+def test_partial_cross_entropy_does_not_guess_the_subtype_split():
+    # on an unknown pixel the loss is -log(1 - p0): any split of the bleed among subtypes scores the
+    # same; its gradient (hand-derived) is p0 on the background logit and -p_k p0 / (1 - p0) on subtype k
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 6, 1, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([[[UNKNOWN]]])
+    loss = subtype_partial_cross_entropy(logits, target, UNKNOWN)
+    shuffled = logits.detach()[:, [0, 3, 5, 1, 2, 4]]
+    assert subtype_partial_cross_entropy(shuffled, target, UNKNOWN).item() == pytest.approx(loss.item(), rel=1e-12)
+    loss.backward()
+    p = logits.detach().softmax(1)[0, :, 0, 0]
+    g = logits.grad[0, :, 0, 0]
+    assert g[0].item() == pytest.approx(p[0].item(), rel=1e-10)
+    assert torch.allclose(g[1:], -p[1:] * p[0] / (1 - p[0]), rtol=1e-10)
 
 
 def test_consistency_penalises_subtype_above_any_and_bleed_without_any():

@@ -139,3 +139,19 @@ def test_single_task_models_and_yolo_variant(batch_fn, mask_fn):
     pytest.importorskip("ultralytics")
     yolo = build_model({**SMALL, "heads": {"det": {"type": "yolo", "num_protos": 16}}})
     assert set(yolo(batch)) == {"loss_yolo_box", "loss_yolo_seg", "loss_yolo_cls", "loss_yolo_dfl"}
+
+
+def test_unknown_subtype_mask_trains_segmentation_and_not_detection(model, batch_fn, mask_fn):
+    """A binary mask on a multi-subtype slice (value 6, no boxes) beside a fully labelled slice."""
+    from hemo_mtl.categories import UNKNOWN_SUBTYPE
+
+    unknown = np.where(mask_fn(64, 3) > 0, UNKNOWN_SUBTYPE, 0).astype(np.uint8)
+    batch = batch_fn([unknown, mask_fn(64, 0)], [True, True], [True, True], [False, True])
+    seen = _capture(model)
+    losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss_seg"].backward(retain_graph=True)
+    assert torch.any(seen["seg_logits"].grad[0] != 0)  # its pixels teach bleed vs background
+    seen["p2"].grad = None
+    sum(losses[k] for k in DET_KEYS).backward()
+    assert torch.all(seen["p2"].grad[0] == 0) and torch.any(seen["p2"].grad[1] != 0)  # no box targets from it

@@ -93,3 +93,59 @@ def test_class_weight_gives_the_weighted_cross_entropy_and_bad_lengths_are_refus
         SegmentationHead(backbone, channels=16, class_weight=[1.0, 2.0])
     with pytest.raises(ValueError, match="class_weight needs 2 positive values"):
         SegmentationHead(backbone, mode="binary", channels=16, class_weight=[1.0, 0.0])
+
+
+UNKNOWN = 6  # mask value: bleed, subtype unknown
+
+
+def _with_unknown(mask_fn) -> torch.Tensor:
+    """Three 64x48 masks; slice 1's bleed becomes "subtype unknown", slice 2 gets an unknown blob too."""
+    mask = torch.from_numpy(np.stack([mask_fn(64, s)[:, :48] for s in range(3)]).astype(np.int64))
+    mask[1][mask[1] > 0] = UNKNOWN
+    mask[2, 2:8, 2:8] = UNKNOWN
+    assert (mask == UNKNOWN).any() and ((mask > 0) & (mask < UNKNOWN)).any()
+    return mask
+
+
+def test_unknown_subtype_pixels_are_bleed_for_ce_and_any_dice_and_left_out_of_subtype_dice(trunk, mask_fn):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, channels=16, any_dice_weight=0.5)
+    mask = _with_unknown(mask_fn)
+    batch = {"image": image, "mask": mask, "has": {"mask": torch.ones(3, dtype=torch.bool)}}
+    logits = head.logits(f, image).detach()
+    loss = head.loss(logits, batch)["loss_seg"]
+    # reference in float64 numpy: -log p_y on known pixels, -log(1 - p0) on unknown ones
+    prob = logits.softmax(1).double().numpy()
+    y = mask.numpy()
+    unknown = y == UNKNOWN
+    known_nll = -np.log(np.take_along_axis(prob, np.where(unknown, 0, y)[:, None], axis=1)[:, 0])
+    ce = np.where(unknown, -np.log(1 - prob[:, 0]), known_nll).mean()
+    subtype_prob = prob * ~unknown[:, None]  # unknown pixels count for no subtype
+    dice = _numpy_dice_loss(subtype_prob, np.where(unknown, 0, y), range(1, 6))
+    bleed = np.stack([prob[:, 0], 1 - prob[:, 0]], axis=1)
+    any_dice = _numpy_dice_loss(bleed, (y > 0).astype(np.int64), [1])
+    assert loss.item() == pytest.approx(ce + dice + 0.5 * any_dice, rel=1e-5)
+
+
+def test_loss_is_blind_to_the_subtype_split_of_unknown_pixels(trunk, mask_fn):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, channels=16, class_weight=[1.0, 2.0, 1.0, 4.0, 2.0, 2.0])
+    mask = _with_unknown(mask_fn)
+    batch = {"image": image, "mask": mask, "has": {"mask": torch.ones(3, dtype=torch.bool)}}
+    logits = head.logits(f, image).detach()
+    unknown = (mask == UNKNOWN)[:, None]
+    shuffled = torch.where(unknown, logits[:, [0, 4, 1, 5, 2, 3]], logits)  # re-split the bleed on unknown pixels
+    assert head.loss(shuffled, batch)["loss_seg"].item() == pytest.approx(head.loss(logits, batch)["loss_seg"].item(), rel=1e-6)
+    # ... but not to bleed vs background there
+    less_bleed = torch.where(unknown, logits + torch.tensor([2.0, 0, 0, 0, 0, 0])[:, None, None], logits)
+    assert head.loss(less_bleed, batch)["loss_seg"].item() > head.loss(logits, batch)["loss_seg"].item()
+
+
+def test_binary_mode_takes_unknown_subtype_as_bleed(trunk, mask_fn):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, mode="binary", channels=16)
+    mask = _with_unknown(mask_fn)
+    batch = {"image": image, "mask": mask, "has": {"mask": torch.ones(3, dtype=torch.bool)}}
+    logits = head.logits(f, image).detach()
+    as_subtype = {**batch, "mask": torch.where(mask == UNKNOWN, 2, mask)}  # any subtype: binary cannot tell
+    assert torch.equal(head.loss(logits, batch)["loss_seg"], head.loss(logits, as_subtype)["loss_seg"])
