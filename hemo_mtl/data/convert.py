@@ -6,6 +6,7 @@ to one worker. Bad items are skipped and reported, never silently dropped.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_write_json
 from ..categories import LABELS
+from ..paths import confined, safe_component
 from .io import DataError, VolumeCache, read_slice, save_png
 from .manifest import parse_spacing, rows_to_frame, write_manifest
 from .sources import scan_source
@@ -30,8 +32,21 @@ class ConversionError(RuntimeError):
     """Nothing usable was left, or --strict met a bad item."""
 
 
-def slice_file_name(patient_id: str, slice_idx: int) -> str:
-    return f"{patient_id}_{int(slice_idx):04d}.png"
+def _name_part(value) -> str:
+    """A file-name component from an id: ``paths.safe_component``, plus a short hash of the raw value
+    when cleaning changed it, so two ids that clean alike (``a/b``, ``a_b``) never share a file."""
+    text = str(value)
+    safe = safe_component(text)
+    return safe if safe == text else f"{safe}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def slice_file_name(patient_id: str, slice_idx: int, study_id: str | None = None) -> str:
+    """``<patient>_<slice>.png``, or ``<patient>_<study>_<slice>.png`` when the study id is its own
+    (several studies or series of one patient), never a path: ids are read from input files."""
+    parts = [_name_part(patient_id)]
+    if study_id is not None and str(study_id) not in ("", "nan", str(patient_id)):
+        parts.append(_name_part(study_id))
+    return "_".join(parts) + f"_{int(slice_idx):04d}.png"
 
 
 def render_slice(image: np.ndarray, kind: str, windows, bits: int = 8) -> np.ndarray:
@@ -58,11 +73,11 @@ def _patient_job(job: dict) -> dict:
     builder = CocoBuilder(MaskToCoco(min_area=job["min_area"], seg_format=job["seg_format"])) if job["coco"] else None
     masks = []
     for r in job["rows"]:
-        name = slice_file_name(r["patient_id"], r["slice_idx"])
+        name = slice_file_name(r["patient_id"], r["slice_idx"], r.get("study_id"))
         try:
             image = read_slice(r["image"], r["kind"], cache)
             if job["png"]:
-                save_png(render_slice(image, r["kind"], job["windows"], job["bits"]), Path(job["image_dir"]) / name)
+                save_png(render_slice(image, r["kind"], job["windows"], job["bits"]), confined(job["image_dir"], name))
             if builder is not None:
                 mask = read_slice(r["mask"], "mask", cache) if r["has_mask"] else None
                 if mask is not None and mask.shape != image.shape:
@@ -139,6 +154,12 @@ def convert_dataset(
     if not scan.rows:
         raise ConversionError(f"{input_path}: nothing usable found ({len(scan.skipped)} item(s) skipped)")
     frame = rows_to_frame(scan.rows).sort_values(["patient_id", "study_id", "slice_idx"], kind="stable").reset_index(drop=True)
+    names = [slice_file_name(p, k, s) for p, k, s in zip(frame["patient_id"], frame["slice_idx"], frame["study_id"])]
+    repeated = Counter(names) - Counter(set(names))
+    if repeated:
+        name = next(iter(repeated))
+        raise ConversionError(f"{input_path}: {sum(repeated.values()) + len(repeated)} manifest rows would share "
+                              f"output names (first: {name}); patient/study/slice must be unique")
     splits = make_splits(frame, seed=split_seed, val=val, test=test, folds=folds)
     save_splits(splits, out_dir / "splits.json")
     write_manifest(frame, out_dir / "manifest.csv")
