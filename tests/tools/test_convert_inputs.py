@@ -137,3 +137,14 @@ def test_failed_exports_make_a_non_zero_exit(tiny, tmp_path, monkeypatch, conver
     assert "error: 3 of 12 slice(s) could not be exported" in err
     report = json.loads((out / "conversion_report.json").read_text())
     assert report["n_failed_exports"] == 3 and len(list(out.rglob("*.png"))) == 9
+
+
+def test_non_hu_and_nan_volumes_are_skipped_not_fatal(tiny, tmp_path, convert):
+    nib.save(nib.Nifti1Image(np.full((16, 16, 3), 100.0, np.float32), AFFINE), tiny / "volumes" / "p2.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((16, 16, 3), np.nan, np.float32), AFFINE), tiny / "volumes" / "p3.nii.gz")
+    res = convert("--source", "nifti", "--input", tiny, "--out", tmp_path / "o", "--formats", "manifest,png")
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(l.startswith("skipped: ") for l in lines)
+    assert "p2.nii.gz: intensities 100..100 have no air" in lines[0] and "p3.nii.gz: 768 of 768 voxels are NaN" in lines[1]
+    assert res.stdout.startswith(f"{tmp_path / 'o'}: 2 patients, 6 slices")
