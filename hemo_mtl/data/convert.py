@@ -217,6 +217,8 @@ def _check_output(out_dir: Path, input_path, overwrite: bool) -> None:
     src, out = Path(input_path).resolve(), out_dir.resolve()
     if src == out or out in src.parents:
         raise ConversionError(f"{out_dir}: --out holds the input {input_path}; --overwrite would delete it")
+    if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        raise ConversionError(f"{out_dir}: --out is the current folder (or holds it); --overwrite would delete it")
 
 
 @contextmanager
@@ -227,7 +229,7 @@ def staged_dir(final: Path):
     between them leaves the previous output whole beside ``final`` as ``.<name>.old-*``. On failure
     the staging folder is removed and ``final`` is untouched.
     """
-    final = Path(final)
+    final = Path(final).resolve()  # '--out .' names the folder itself, so its sibling can be made
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:

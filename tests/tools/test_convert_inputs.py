@@ -74,7 +74,7 @@ def test_used_out_refused_then_replaced_whole(tiny, tmp_path, convert):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
 
 
-def test_overwrite_refuses_folders_that_are_not_conversions(tiny, tmp_path):
+def test_overwrite_refuses_folders_that_are_not_conversions(tiny, tmp_path, monkeypatch):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("keep me")
@@ -84,6 +84,14 @@ def test_overwrite_refuses_folders_that_are_not_conversions(tiny, tmp_path):
     with pytest.raises(ConversionError, match="holds the input"):
         convert_dataset("nifti", tiny, tiny.parent, progress=False, overwrite=True)
     assert (mine / "thesis.tex").read_text() == "keep me" and (tiny / "volumes").is_dir()
+    out = tmp_path / "out"
+    convert_dataset("nifti", tiny, out, progress=False)
+    monkeypatch.chdir(out)
+    with pytest.raises(ConversionError, match="is the current folder"):
+        convert_dataset("nifti", tiny, ".", progress=False, overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    convert_dataset("nifti", tiny, "out", progress=False, overwrite=True)  # relative --out works
+    assert (out / "manifest.csv").is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_crash_mid_conversion_leaves_earlier_output_whole(tiny, tmp_path, monkeypatch):
