@@ -4,8 +4,11 @@
     python tools/convert.py --source nifti --input runs/phantom --out runs/phantom_conv --formats manifest,png,coco,yolo
     python tools/convert.py --validate runs/phantom_conv/annotations/instances_train.json
 
-Bad items are skipped and listed on stderr and in DIR/conversion_report.json; the exit code is
-non-zero only when nothing usable is left (or with --strict).
+Bad input items (CSV rows, images, volumes) are skipped and listed on stderr and in
+DIR/conversion_report.json, one line each naming file and row or tag (docs/input_checks.md). The
+output is built beside --out and moved into place when done: a non-empty --out is refused unless
+--overwrite, which replaces an earlier conversion whole. Exit status 1 when nothing usable is left,
+when a slice of the manifest could not be exported (PNG/COCO/YOLO), or with --strict on any bad item.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--source", choices=SOURCES.names(), help="dataset layout")
     p.add_argument("--input", type=Path, help="dataset folder")
     p.add_argument("--out", type=Path, help="output folder")
-    p.add_argument("--window", default="brain", help="HU window(s): brain | subdural | bone | custom:L,W; 'brain,subdural,bone' for RGB PNGs")
+    p.add_argument("--window", default="brain",
+                   help="HU window(s): brain | subdural | bone | stroke | soft_tissue | custom:L/W (center/width, "
+                        "e.g. custom:40/80); 1 window -> grey PNGs, 3 comma-separated -> RGB, e.g. brain,subdural,bone")
     p.add_argument("--split-seed", type=int, default=32)
     p.add_argument("--val", type=float, default=0.1, help="validation fraction of patients")
     p.add_argument("--test", type=float, default=0.2, help="test fraction of patients")
@@ -38,6 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--per-volume", action="store_true", help="also export 3D lesions (annotations/lesions_<split>.json)")
     p.add_argument("--workers", type=int, default=1, help="patients converted in parallel processes")
     p.add_argument("--strict", action="store_true", help="fail on the first bad item")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier conversion in a non-empty --out")
     p.add_argument("--validate", type=Path, metavar="COCO_JSON", help="only validate a COCO json and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -64,9 +70,9 @@ def main(argv=None) -> int:
             args.source, args.input, args.out, window=args.window, split_seed=args.split_seed, val=args.val,
             test=args.test, folds=args.folds, formats=[f.strip() for f in args.formats.split(",") if f.strip()],
             strict=args.strict, workers=args.workers, bits=args.png_bits, seg_format=args.seg_format,
-            min_area=args.min_area, per_volume=args.per_volume, progress=not args.quiet,
+            min_area=args.min_area, per_volume=args.per_volume, progress=not args.quiet, overwrite=args.overwrite,
         )
-    except (ConversionError, DataError, FileNotFoundError, ValueError) as exc:
+    except (ConversionError, DataError, OSError, ValueError) as exc:  # one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
     c = report["counts"]["all"]
@@ -76,6 +82,10 @@ def main(argv=None) -> int:
         f"split {report['counts']['train']['patients']}/{report['counts']['val']['patients']}/{report['counts']['test']['patients']} "
         f"patients; {report['n_skipped']} skipped; {report['slices_per_second']} slices/s"
     )
+    if report["n_failed_exports"]:
+        print(f"error: {report['n_failed_exports']} of {c['slices']} slice(s) could not be exported "
+              f"(listed above and in {args.out / 'conversion_report.json'})", file=sys.stderr)
+        return 1
     return 0
 
 

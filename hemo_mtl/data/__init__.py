@@ -7,8 +7,9 @@ from importlib import import_module
 
 _EXPORTS = {
     "HemorrhageDataset": "dataset", "collate_samples": "dataset", "manifest_dir_dataset": "dataset",
-    "DataError": "io", "Volume": "io", "load_dicom_series": "io", "load_display_image": "io", "load_nifti": "io",
-    "read_slice": "io", "write_dicom_series": "io",
+    "DataError": "io", "DataWarning": "io", "Volume": "io", "load_dicom_series": "io", "load_display_image": "io",
+    "load_nifti": "io", "list_slice_images": "io", "read_display_image": "io", "read_slice": "io",
+    "write_dicom_series": "io", "RowError": "cells", "read_csv_rows": "cells",
     "MANIFEST_COLUMNS": "manifest", "read_manifest": "manifest", "write_manifest": "manifest",
     "SourceScan": "sources", "scan_source": "sources",
     "LeakageError": "splits", "check_leakage": "splits", "load_splits": "splits", "make_splits": "splits",

@@ -6,10 +6,15 @@ to one worker. Bad items are skipped and reported, never silently dropped.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +22,12 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_write_json
 from ..categories import LABELS
+from ..paths import confined, safe_component
 from .io import DataError, VolumeCache, read_slice, save_png
 from .manifest import parse_spacing, rows_to_frame, write_manifest
 from .sources import scan_source
 from .splits import SPLIT_NAMES, make_splits, save_splits
-from .windowing import parse_window, stack_windows
+from .windowing import parse_window_list, stack_windows
 
 FORMATS = ("manifest", "png", "coco", "yolo")
 
@@ -30,8 +36,21 @@ class ConversionError(RuntimeError):
     """Nothing usable was left, or --strict met a bad item."""
 
 
-def slice_file_name(patient_id: str, slice_idx: int) -> str:
-    return f"{patient_id}_{int(slice_idx):04d}.png"
+def _name_part(value) -> str:
+    """A file-name component from an id: ``paths.safe_component``, plus a short hash of the raw value
+    when cleaning changed it, so two ids that clean alike (``a/b``, ``a_b``) never share a file."""
+    text = str(value)
+    safe = safe_component(text)
+    return safe if safe == text else f"{safe}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def slice_file_name(patient_id: str, slice_idx: int, study_id: str | None = None) -> str:
+    """``<patient>_<slice>.png``, or ``<patient>_<study>_<slice>.png`` when the study id is its own
+    (several studies or series of one patient), never a path: ids are read from input files."""
+    parts = [_name_part(patient_id)]
+    if study_id is not None and str(study_id) not in ("", "nan", str(patient_id)):
+        parts.append(_name_part(study_id))
+    return "_".join(parts) + f"_{int(slice_idx):04d}.png"
 
 
 def render_slice(image: np.ndarray, kind: str, windows, bits: int = 8) -> np.ndarray:
@@ -58,11 +77,11 @@ def _patient_job(job: dict) -> dict:
     builder = CocoBuilder(MaskToCoco(min_area=job["min_area"], seg_format=job["seg_format"])) if job["coco"] else None
     masks = []
     for r in job["rows"]:
-        name = slice_file_name(r["patient_id"], r["slice_idx"])
+        name = slice_file_name(r["patient_id"], r["slice_idx"], r.get("study_id"))
         try:
             image = read_slice(r["image"], r["kind"], cache)
             if job["png"]:
-                save_png(render_slice(image, r["kind"], job["windows"], job["bits"]), Path(job["image_dir"]) / name)
+                save_png(render_slice(image, r["kind"], job["windows"], job["bits"]), confined(job["image_dir"], name))
             if builder is not None:
                 mask = read_slice(r["mask"], "mask", cache) if r["has_mask"] else None
                 if mask is not None and mask.shape != image.shape:
@@ -73,7 +92,8 @@ def _patient_job(job: dict) -> dict:
                     builder.add_slice(image_id, mask)
                     masks.append((int(r["slice_idx"]), mask))
         except (DataError, ValueError) as exc:
-            out["errors"].append({"item": f"{r['image']}", "reason": str(exc)})
+            reason = str(exc)
+            out["errors"].append({"item": r["image"], "reason": reason.removeprefix(f"{r['image']}: ")})
     if builder is not None:
         out["coco"] = {"images": builder.images, "annotations": builder.annotations, "report": builder.report.to_dict()}
         if job["per_volume"] and masks and job["spacing"] is not None:
@@ -122,44 +142,133 @@ def convert_dataset(
     min_area: int = 1,
     per_volume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Convert one dataset; returns the report that is also written as conversion_report.json."""
+    """Convert one dataset; returns the report that is also written as conversion_report.json.
+
+    Everything is built in a hidden sibling of ``out_dir`` and moved into place at the end, so a
+    crash never leaves a half-written output and a rerun never mixes with an earlier one: a non-empty
+    ``out_dir`` is refused unless ``overwrite`` (and then only if it holds an earlier conversion).
+    The report's ``n_failed_exports`` counts manifest slices whose PNG/COCO export failed.
+    """
     start = time.perf_counter()
     formats = tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {unknown}; choose from {FORMATS}")
-    windows = [w.strip() for w in window.split(",")] if isinstance(window, str) else list(window)
-    for w in windows:
-        parse_window(w)
+    windows = parse_window_list(window)
+    if bits == 8 and {"png", "coco", "yolo"} & set(formats) and len(windows) not in (1, 3):
+        raise ValueError(f"--window {','.join(windows)}: an 8-bit PNG takes 1 window (grey) or 3 (RGB), got {len(windows)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_output(out_dir, input_path, overwrite)
     scan = scan_source(source, input_path)
     if strict and scan.skipped:
         raise ConversionError(f"--strict: {len(scan.skipped)} bad item(s), first: {scan.skipped[0]['item']}: {scan.skipped[0]['reason']}")
     if not scan.rows:
         raise ConversionError(f"{input_path}: nothing usable found ({len(scan.skipped)} item(s) skipped)")
     frame = rows_to_frame(scan.rows).sort_values(["patient_id", "study_id", "slice_idx"], kind="stable").reset_index(drop=True)
+    names = [slice_file_name(p, k, s) for p, k, s in zip(frame["patient_id"], frame["slice_idx"], frame["study_id"])]
+    repeated = Counter(names) - Counter(set(names))
+    if repeated:
+        name = next(iter(repeated))
+        raise ConversionError(f"{input_path}: {sum(repeated.values()) + len(repeated)} manifest rows would share "
+                              f"output names (first: {name}); patient/study/slice must be unique")
     splits = make_splits(frame, seed=split_seed, val=val, test=test, folds=folds)
-    save_splits(splits, out_dir / "splits.json")
-    write_manifest(frame, out_dir / "manifest.csv")
     split_of = {pid: name for name in SPLIT_NAMES for pid in splits[name]}
-
-    skipped = list(scan.skipped)
-    exports = {}
-    if {"png", "coco", "yolo"} & set(formats):
-        exports = _export(frame, scan, split_of, out_dir, windows, formats, workers, bits, seg_format,
-                          min_area, per_volume, split_seed, source, progress)
-        skipped += exports.pop("errors")
-    report = _report(frame, splits, split_of, scan, skipped, source, input_path, windows, formats, exports)
-    report["seconds"] = round(time.perf_counter() - start, 3)
-    report["slices_per_second"] = round(len(frame) / max(report["seconds"], 1e-9), 1)
-    atomic_write_json(out_dir / "conversion_report.json", report)
+    with staged_dir(out_dir) as work:
+        save_splits(splits, work / "splits.json")
+        write_manifest(frame, work / "manifest.csv")
+        skipped = list(scan.skipped)
+        exports, failed = {}, []
+        if {"png", "coco", "yolo"} & set(formats):
+            exports = _export(frame, scan, split_of, work, windows, formats, workers, bits, seg_format,
+                              min_area, per_volume, split_seed, source, progress)
+            failed = exports.pop("errors")
+            skipped += failed
+            if exports.get("yolo"):
+                _relocate_yolo(work / "yolo", out_dir / "yolo")
+                exports["yolo"] = _relocate(exports["yolo"], str(work.resolve()), str(out_dir.resolve()))
+        if strict and skipped:
+            raise ConversionError(f"--strict: {len(skipped)} bad item(s), first: {skipped[0]['item']}: {skipped[0]['reason']}")
+        report = _report(frame, splits, split_of, scan, skipped, source, input_path, windows, formats, exports)
+        report["n_failed_exports"] = len(failed)
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        report["slices_per_second"] = round(len(frame) / max(report["seconds"], 1e-9), 1)
+        atomic_write_json(work / "conversion_report.json", report)
     for item in skipped:
         print(f"skipped: {item['item']}: {item['reason']}", file=sys.stderr)
-    if strict and skipped:
-        raise ConversionError(f"--strict: {len(skipped)} bad item(s)")
     return report
+
+
+# Files that mark a folder as an earlier conversion output, the only kind --overwrite replaces.
+OUTPUT_MARKERS = ("conversion_report.json", "manifest.csv")
+
+
+def _check_output(out_dir: Path, input_path, overwrite: bool) -> None:
+    """Refuse an output folder that a conversion must not fill or replace, before any work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConversionError(f"{out_dir}: --out exists and is not a folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise ConversionError(f"{out_dir}: --out is not empty; pass --overwrite to replace an earlier conversion there")
+    if not any((out_dir / m).is_file() for m in OUTPUT_MARKERS):
+        raise ConversionError(f"{out_dir}: --overwrite replaces only an earlier conversion (a folder with "
+                              f"{' or '.join(OUTPUT_MARKERS)}); this one holds other files")
+    src, out = Path(input_path).resolve(), out_dir.resolve()
+    if src == out or out in src.parents:
+        raise ConversionError(f"{out_dir}: --out holds the input {input_path}; --overwrite would delete it")
+    if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        raise ConversionError(f"{out_dir}: --out is the current folder (or holds it); --overwrite would delete it")
+
+
+@contextmanager
+def staged_dir(final: Path):
+    """Yield a fresh hidden sibling of ``final`` to build in; on success it replaces ``final``.
+
+    The swap is two renames (old aside, new in place) and then the old tree is deleted; a crash
+    between them leaves the previous output whole beside ``final`` as ``.<name>.old-*``. On failure
+    the staging folder is removed and ``final`` is untouched.
+    """
+    final = Path(final).resolve()  # '--out .' names the folder itself, so its sibling can be made
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    os.chmod(work, 0o755)  # mkdtemp makes 0700; outputs are meant to be read by others
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(work, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _relocate(obj, old: str, new: str):
+    """Strings in a json-ready report that start with the staging path, pointed at the final one."""
+    if isinstance(obj, dict):
+        return {k: _relocate(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relocate(v, old, new) for v in obj]
+    if isinstance(obj, str) and obj.startswith(old):
+        return new + obj[len(old):]
+    return obj
+
+
+def _relocate_yolo(root: Path, final_root: Path) -> None:
+    """data.yaml holds its tree's absolute path (ultralytics needs it): point it at the final folder."""
+    import yaml
+
+    from ..atomic import atomic_write_text
+
+    path = root / "data.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["path"] = str(final_root.resolve())
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def _export(frame, scan, split_of, out_dir, windows, formats, workers, bits, seg_format, min_area,

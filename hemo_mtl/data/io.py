@@ -61,7 +61,13 @@ def load_nifti(path, dtype=np.float32) -> Volume:
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D volume (X, Y, Z), got shape {data.shape}")
-    return Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), path=str(path))
+    affine = np.asarray(img.affine, dtype=np.float64)
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if not np.isfinite(affine).all() or np.any(sizes < 1e-6) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        # a zero or NaN voxel size breaks every volume in mL and every mask written on this affine
+        raise DataError(f"{path}: unusable NIfTI affine (voxel sizes {np.round(sizes, 4).tolist()} mm, "
+                        f"determinant {np.linalg.det(affine[:3, :3]):.3g}): header damaged?")
+    return Volume(data=data, affine=affine, path=str(path))
 
 
 def load_nifti_mask(path, like: Volume, atol: float = 1e-3, max_label: int = 255) -> Volume:

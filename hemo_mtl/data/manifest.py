@@ -118,11 +118,36 @@ def read_manifest(path) -> pd.DataFrame:
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a hemo-mtl manifest, missing columns {missing}")
+    _check_cells(frame, path)
     frame = _typed(frame)
     bad = frame.loc[~frame["kind"].isin(KINDS), "kind"]
     if len(bad):
         raise ValueError(f"{path}: row {bad.index[0] + 2}: unknown kind {bad.iloc[0]!r} (expected {KINDS})")
     return frame
+
+
+def _check_cells(frame: pd.DataFrame, path: Path) -> None:
+    """Labels 0/1/empty, slice_idx a non-negative integer, ids stripped and non-empty, each
+    (patient, study, slice) once: a hand-edited manifest fails here with its row, not deep in training.
+    Row numbers are CSV lines (header = line 1)."""
+    from .io import DataError
+
+    def fail(mask, what: str) -> None:
+        if mask.any():
+            i = int(np.flatnonzero(mask.to_numpy())[0])
+            raise DataError(f"{path}: line {i + 2}: {what}")
+
+    for name in ("patient_id", "study_id"):
+        frame[name] = frame[name].fillna("").astype(str).str.strip()
+    fail(frame["patient_id"] == "", "empty patient_id")
+    for name in LABELS:
+        values = pd.to_numeric(frame[name], errors="coerce")
+        fail(frame[name].notna() & ~values.isin([0, 1]), f"column {name!r}: label must be 0, 1 or empty")
+    idx = pd.to_numeric(frame["slice_idx"], errors="coerce")
+    fail(~(idx >= 0) | (idx != idx.round()), "slice_idx must be a non-negative integer")
+    study = frame["study_id"].where(frame["study_id"] != "", frame["patient_id"])
+    dup = pd.DataFrame({"p": frame["patient_id"], "s": study, "k": idx}).duplicated(keep="first")
+    fail(dup, "repeats the patient/study/slice of an earlier row")
 
 
 def parse_spacing(text: str) -> tuple[float, float, float] | None:

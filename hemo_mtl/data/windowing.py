@@ -26,7 +26,8 @@ CT_HU_RANGE = (-1100.0, 4000.0)
 
 
 def parse_window(spec: str | Sequence[float]) -> tuple[float, float]:
-    """A window by name (``"brain"``), as ``"L,W"`` / ``"custom:L,W"`` text, or as a (center, width) pair."""
+    """A window by name (``"brain"``), as ``"custom:L/W"`` / ``"custom:L,W"`` / ``"L,W"`` text, or as a
+    (center, width) pair."""
     if isinstance(spec, str):
         key = spec.strip().lower()
         if key in WINDOWS:
@@ -41,10 +42,43 @@ def parse_window(spec: str | Sequence[float]) -> tuple[float, float]:
             else:
                 return _checked(center, width, spec)
         raise ValueError(
-            f"unknown window {spec!r}: use one of {', '.join(WINDOWS)} or 'custom:CENTER,WIDTH'"
+            f"unknown window {spec!r}: use one of {', '.join(WINDOWS)} or 'custom:CENTER/WIDTH'"
         )
     center, width = (float(v) for v in spec)
     return _checked(center, width, spec)
+
+
+def parse_window_list(spec: str | Sequence) -> list[str | Sequence[float]]:
+    """Several windows from one command-line value, each checked by ``parse_window``.
+
+    ``"brain,subdural,bone"``; a custom window is ``custom:L/W`` (``custom:40/80,bone``), and the
+    comma form ``custom:L,W`` is taken too inside a list: a bare number after it can only be its width.
+    """
+    if not isinstance(spec, str):
+        out = list(spec)
+    else:
+        tokens = [t.strip() for t in spec.split(",")]
+        out, i = [], 0
+        while i < len(tokens):
+            token = tokens[i]
+            if (token.lower().startswith("custom:") and "/" not in token and i + 1 < len(tokens)
+                    and _is_number(tokens[i + 1])):
+                token, i = f"{token},{tokens[i + 1]}", i + 1
+            out.append(token)
+            i += 1
+    if not out or any(isinstance(w, str) and not w for w in out):
+        raise ValueError(f"window list {spec!r} has an empty entry")
+    for w in out:
+        parse_window(w)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _checked(center: float, width: float, spec) -> tuple[float, float]:

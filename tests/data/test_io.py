@@ -278,3 +278,14 @@ def test_dicom_mixed_orientation_and_missing_tags(tmp_path):
     _edit_dicom(paths[1], ImagePositionPatient=[0.0, 0.0])
     with pytest.raises(DataError, match="DICOM tag ImagePositionPatient has 2 value"):
         load_dicom_series(tmp_path / "badpos")
+
+
+def test_nifti_with_a_degenerate_affine_is_refused(tmp_path):
+    nib.save(nib.Nifti1Image(_volume(), AFFINE), tmp_path / "ok.nii.gz")
+    hdr = nib.load(tmp_path / "ok.nii.gz").header.copy()
+    hdr["srow_y"] = [0, 0, 0, -100]  # a damaged sform: zero Y column (nibabel reads it as written)
+    hdr["qform_code"] = 0
+    nib.save(nib.Nifti1Image(_volume(), None, hdr), tmp_path / "flat.nii.gz")
+    assert np.allclose(nib.load(tmp_path / "flat.nii.gz").affine[:3, 1], 0)
+    with pytest.raises(DataError, match=r"flat.nii.gz: unusable NIfTI affine \(voxel sizes \[0.8, 0.0, 5.0\]"):
+        load_nifti(tmp_path / "flat.nii.gz")

@@ -273,3 +273,30 @@ def test_kaggle_accepts_burned_in_colour_text_and_says_so(tmp_path):
     assert [r["patient_id"] for r in scan.rows] == ["000"]
     assert any("000.png: 40 coloured pixel(s)" in n for n in scan.notes)
     assert "001.png: colour image whose channels differ on 40.0%" in _reasons(scan)
+
+
+def test_rsna_bad_label_rows_and_missing_pixel_spacing(tmp_path):
+    import pydicom
+
+    vol = np.random.default_rng(0).integers(-1000, 80, (8, 8, 2)).astype(np.float32)
+    paths = write_dicom_series(vol, AFFINE, tmp_path / "stage_2_train", patient_id="P")
+    sops = []
+    for p in paths:
+        sop = f"ID_{p.stem}"
+        sops.append(p.rename(p.with_name(f"{sop}.dcm")))
+    ds = pydicom.dcmread(sops[1])
+    del ds["PixelSpacing"]
+    ds.save_as(sops[1])
+    a, b = sops[0].stem, sops[1].stem
+    (tmp_path / "stage_2_train.csv").write_text(
+        f"ID,Label\n{a}_any,yes\n{a}_subdural,1\n{a}_subdural,0\n{a}_epidural,0\n{a}_epidural,0\n{a}_chronic,1\n{b}_any,0\n")
+    scan = scan_source("rsna", tmp_path)
+    csv = tmp_path / "stage_2_train.csv"
+    reasons = _reasons(scan)
+    assert f"{csv} line 2: column 'Label': label must be 0 or 1, got 'yes'" in reasons
+    assert f"{csv} lines 3, 4: conflicting rows for slice/label ('{a}', 2)" in reasons
+    assert f"{csv} line 7: ID '{a}_chronic': unknown subtype" in reasons
+    assert f"{sops[1]}: DICOM tag PixelSpacing missing" in reasons
+    frame = rows_to_frame(scan.rows)
+    assert frame["image"].tolist() == [str(sops[0].resolve())] and frame["EDH"].tolist() == [0]
+    assert pd.isna(frame["any"].iloc[0]) and pd.isna(frame["SDH"].iloc[0])  # refused cells stay unknown

@@ -60,3 +60,15 @@ def test_check_hu_range_refuses_display_and_mr():
         check_hu_range(np.array([0.0, 128.0, 255.0]), "display.nii")
     with pytest.raises(ValueError, match="mr.nii.*no air"):
         check_hu_range(np.array([0.0, 900.0, 3000.0]), "mr.nii")
+
+
+def test_window_lists_typed_on_a_command_line():
+    from hemo_mtl.data.windowing import parse_window_list
+
+    assert parse_window_list("brain, subdural ,bone") == ["brain", "subdural", "bone"]
+    assert parse_window_list("custom:40/80") == ["custom:40/80"]
+    assert parse_window_list("custom:40,80,bone,custom:-10/300") == ["custom:40,80", "bone", "custom:-10/300"]
+    assert [parse_window(w) for w in parse_window_list("custom:40,80,custom:600/2800")] == [(40, 80), (600, 2800)]
+    for bad in ("brain,", "custom:40", "brian", "custom:40/0"):
+        with pytest.raises(ValueError):
+            parse_window_list(bad)
