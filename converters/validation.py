@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -103,11 +104,18 @@ def validate_coco_file(path: str | Path) -> ValidationReport:
         report = ValidationReport(str(path))
         report.problems.append(Problem(ERROR, "invalid_json", "file", f"not valid json: {err}"))
         return report
+    except RecursionError:
+        report = ValidationReport(str(path))
+        report.problems.append(Problem(ERROR, "invalid_json", "file", "json nested too deeply to read"))
+        return report
     return validate_coco(data, source=str(path))
 
 
-def validate_coco(data, source: str = "<dict>") -> ValidationReport:
-    """All problems of a COCO instances dict, each naming the image/annotation id, plus counts."""
+def validate_coco(data, source: str = "<dict>", require_segmentation: bool = True) -> ValidationReport:
+    """All problems of a COCO instances dict, each naming the image/annotation id, plus counts.
+
+    ``require_segmentation=False`` accepts box-only annotations (no ``segmentation`` key at all), as
+    bbox evaluation does; an empty or malformed segmentation is still an error."""
     out = _Collector()
     report = ValidationReport(source)
     if not isinstance(data, dict):
@@ -127,7 +135,7 @@ def validate_coco(data, source: str = "<dict>") -> ValidationReport:
 
     categories = _check_categories(sections["categories"], out)
     images = _check_images(sections["images"], out)
-    kinds = _check_annotations(sections["annotations"], images, categories, out)
+    kinds = _check_annotations(sections["annotations"], images, categories, out, require_segmentation)
 
     annotated = {a.get("image_id") for a in sections["annotations"] if isinstance(a, dict)}
     per_category = Counter(a.get("category_id") for a in sections["annotations"] if isinstance(a, dict))
@@ -165,8 +173,15 @@ def _check_categories(categories: list, out: _Collector) -> set:
     return seen
 
 
+def _leaves_root(file_name: str) -> bool:
+    """True for a file_name that points outside the image folder: absolute, a drive, or '..'."""
+    posix = PurePosixPath(file_name.replace("\\", "/"))
+    return posix.is_absolute() or ".." in posix.parts or bool(re.match(r"^[A-Za-z]:", file_name))
+
+
 def _check_images(images: list, out: _Collector) -> dict:
     sizes: dict = {}
+    names: dict = {}
     for i, img in enumerate(images):
         if not isinstance(img, dict) or not _is_int(img.get("id")):
             out.error("image_id_invalid", f"images[{i}]", "image needs an integer 'id'")
@@ -179,14 +194,24 @@ def _check_images(images: list, out: _Collector) -> dict:
         if not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
             out.error("image_size_invalid", where, f"height and width must be positive integers, got {h!r} x {w!r}")
             h = w = None
-        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+        name = img.get("file_name")
+        if not isinstance(name, str) or not name:
             out.error("schema", where, "image needs a non-empty 'file_name'")
+        elif _leaves_root(name):
+            out.error("file_name_outside_root", where, f"file_name {name!r} leaves the image folder")
+        elif name in names:
+            out.error("duplicate_file_name", where, f"file_name {name!r} is also image {names[name]}'s "
+                      f"(one file, two images: one overwrote the other)")
+        else:
+            names[name] = img["id"]
         sizes[img["id"]] = (h, w)
     return sizes
 
 
-def _check_annotations(annotations: list, images: dict, categories: set, out: _Collector) -> Counter:
+def _check_annotations(annotations: list, images: dict, categories: set, out: _Collector,
+                       require_segmentation: bool = True) -> Counter:
     seen: set = set()
+    contents: dict = {}  # (image, category, bbox, segmentation) -> first annotation id
     kinds: Counter = Counter(polygon=0, rle=0)
     for i, ann in enumerate(annotations):
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
@@ -212,6 +237,14 @@ def _check_annotations(annotations: list, images: dict, categories: set, out: _C
         elif "area" not in ann:
             out.warn("area_missing", where, "no 'area' (COCOeval's area ranges need it)")
         bbox = _check_bbox(ann.get("bbox"), size, where, out)
+        key = json.dumps([image_id, ann.get("category_id"), ann.get("bbox"), ann.get("segmentation")],
+                         sort_keys=True, default=str)
+        if key in contents:
+            out.error("duplicate_annotation", where, f"same image, category, bbox and segmentation as annotation "
+                      f"{contents[key]} (one lesion annotated twice: a detection can match only one, AP drops)")
+        contents.setdefault(key, ann["id"])
+        if not require_segmentation and "segmentation" not in ann:
+            continue
         kind, extent = _check_segmentation(ann, size, where, out)
         if kind:
             kinds[kind] += 1

@@ -10,19 +10,26 @@ Extra arguments go to the benchmark (`python tools/benchmark.py convert --help`)
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # `benchmarks.<name>` importable here and in spawned worker processes
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
 def available() -> list[str]:
     return sorted(p.stem for p in (HERE / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
+
+
+def load(name: str):
+    """The benchmark module, imported by its package name: multiprocessing pickles its functions by
+    module name, so it must be in sys.modules (a module loaded from a file spec is not)."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def main(argv=None) -> int:
@@ -36,12 +43,11 @@ def main(argv=None) -> int:
     if name not in names:
         print(f"error: unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
-    spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", HERE / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.main(rest)
+    result = load(name).main(rest)
     return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hemo_mtl.cli_errors import run_main
+
+    sys.exit(run_main(main))

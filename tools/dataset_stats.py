@@ -137,4 +137,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hemo_mtl.cli_errors import run_main
+
+    sys.exit(run_main(main))

@@ -7,8 +7,9 @@
 
 cls: both CSVs keyed by ``patient_id,slice_idx`` with one column per label ``any,EDH,SDH,SAH,IPH,IVH``
 (truth 0/1, empty = unknown; predictions = probabilities). det: COCO instances json and COCO
-results json. seg: label masks (0..5) as NIfTI (.nii/.nii.gz, spacing from the header) or PNG,
-matched by file name. Ground truth without a prediction is reported and counted as a miss; a
+results json, the ground truth checked with converters.validation (the rules of
+``tools/convert.py --validate``; box-only annotations allowed). seg: label masks (0..5) as NIfTI
+(.nii/.nii.gz; voxel spacing from the affine, as predict measures volumes) or PNG, matched by file name. Ground truth without a prediction is reported and counted as a miss; a
 prediction without ground truth, NaN probabilities or wrong shapes stop with one line on stderr and
 exit code 2.
 """
@@ -27,6 +28,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from hemo_mtl.categories import LABELS  # noqa: E402
+from hemo_mtl.cli_errors import run_main  # noqa: E402
 from hemo_mtl.evaluation import (CONVENTIONS, classification_metrics, coco_metrics, confusion_counts,  # noqa: E402
                                  froc_2d, hd95_per_label, segmentation_metrics, subtype_known,
                                  tune_thresholds, volume_table, write_report)
@@ -153,25 +155,31 @@ def _read_json(path: Path, kind: str):
         raise FileNotFoundError(f"{kind} file not found: {path}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply to read") from None
 
 
 def check_coco_gt(gt, path: Path) -> None:
-    if not isinstance(gt, dict) or not all(k in gt for k in ("images", "annotations", "categories")):
-        raise InputError(f"{path}: a COCO instances file needs 'images', 'annotations' and 'categories'")
-    image_ids = {im.get("id") for im in gt["images"]}
-    for i, im in enumerate(gt["images"]):
-        if not all(k in im for k in ("id", "height", "width")):
-            raise InputError(f"{path} images[{i}]: needs 'id', 'height' and 'width'")
+    """The validator's errors stop the evaluation (a duplicated lesion would lower AP, a duplicated
+    image id would merge two slices); its warnings are printed."""
+    from converters.validation import validate_coco
+
+    box_only = isinstance(gt, dict) and isinstance(gt.get("annotations"), list) and not any(
+        isinstance(a, dict) and "segmentation" in a for a in gt["annotations"])
+    report = validate_coco(gt, source=str(path), require_segmentation=not box_only)
+    if report.errors:
+        more = f" (and {len(report.errors) - 1} more; tools/convert.py --validate lists them)" if len(report.errors) > 1 else ""
+        first = report.errors[0]
+        raise InputError(f"{path}: {first.where}: {first.message} [{first.code}]{more}")
+    if report.warnings:
+        codes = ", ".join(sorted({p.code for p in report.warnings}))
+        warn(f"{path}: {len(report.warnings)} COCO warning(s) ({codes}), e.g. {report.warnings[0].where}: "
+             f"{report.warnings[0].message}")
     for i, a in enumerate(gt["annotations"]):
-        for k in ("id", "image_id", "category_id", "bbox", "area"):
-            if k not in a:
-                raise InputError(f"{path} annotations[{i}] (id {a.get('id')}): missing {k!r}")
-        if a["image_id"] not in image_ids:
-            raise InputError(f"{path} annotation id {a['id']}: image_id {a['image_id']} is not in 'images'")
-        if len(a["bbox"]) != 4:
-            raise InputError(f"{path} annotation id {a['id']}: bbox must be [x, y, w, h]")
+        if "area" not in a:  # COCOeval's area ranges read it
+            raise InputError(f"{path} annotation id {a['id']}: missing 'area'")
         a.setdefault("iscrowd", 0)
 
 
@@ -249,21 +257,13 @@ def read_mask(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | None
         if arr.ndim != 2:
             raise InputError(f"{path}: a label mask PNG must be single-channel, got shape {arr.shape}")
         data, spacing, affine = arr[:, :, None], None, None
-    else:
-        import nibabel as nib
+    else:  # the reader and the voxel spacing (affine column lengths) predict uses
+        from hemo_mtl.data.io import load_nifti
 
-        try:
-            img = nib.load(str(path))
-            data = np.asanyarray(img.dataobj)
-        except Exception as e:  # nibabel raises several types for corrupt files
-            raise InputError(f"{path}: cannot read as NIfTI ({e})") from None
-        if data.ndim == 2:
-            data = data[:, :, None]
-        if data.ndim != 3:
-            raise InputError(f"{path}: a label volume must be 3D (X, Y, Z), got shape {data.shape}")
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-        spacing = (zooms + (1.0, 1.0, 1.0))[:3]
-        affine = img.affine
+        vol = load_nifti(path, dtype=np.float64)
+        data, spacing, affine = vol.data, vol.spacing, vol.affine
+        if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+            raise InputError(f"{path}: the affine gives voxel spacing {spacing}: no volumes can be measured")
     if not np.all(np.isfinite(data)) or not np.all(data == np.round(data)):
         raise InputError(f"{path}: label masks must hold integers 0..5")
     data = data.astype(np.int64)
@@ -359,15 +359,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --task {args.task} needs {' and '.join(absent)}", file=sys.stderr)
         return 2
     run = {"cls": run_cls, "det": run_det, "seg": run_seg}[args.task]
-    try:
+
+    def evaluate_and_write() -> int:
         metrics, details, notes = run(args)
         paths = write_report(args.out, metrics, details=details, conventions=CONVENTIONS[args.task],
                              notes=notes, title=f"hemo-mtl evaluation: {args.task}")
-    except (ValueError, FileNotFoundError, KeyError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {paths['metrics']} and {paths['report']} ({len(metrics)} metrics)")
-    return 0
+        print(f"wrote {paths['metrics']} and {paths['report']} ({len(metrics)} metrics)")
+        return 0
+
+    # ValueError / KeyError: the metric code's own checks on the values read (shapes, NaN, ids)
+    return run_main(evaluate_and_write, extra=(ValueError, KeyError))
 
 
 if __name__ == "__main__":

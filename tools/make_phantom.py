@@ -58,4 +58,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hemo_mtl.cli_errors import run_main
+
+    sys.exit(run_main(main))

@@ -6,8 +6,9 @@
     python tools/run_grid.py configs/physionet/unet_patch.yaml --folds 5 --table   # only rebuild the table
 
 Each run goes to ``<out>/<config stem>[/fold<k>]`` through ``tools/train_net.py`` (same overrides
-for every run via ``--set``). A run whose ``final_metrics.json`` exists is skipped, so an interrupted
-grid resumes where it stopped. The table (``<out>/grid.csv`` and ``grid.md``) has one row per run and,
+for every run via ``--set``). A run whose ``final_metrics.json`` exists is skipped, and an unfinished
+one continues from its checkpoints (``--resume``; ``--overwrite`` when it stopped before its first
+checkpoint), so an interrupted grid resumes where it stopped. The table (``<out>/grid.csv`` and ``grid.md``) has one row per run and,
 with folds, a mean and a standard deviation row per config.
 """
 from __future__ import annotations
@@ -75,12 +76,22 @@ def plan(configs: list[Path], out: Path, folds: int) -> list[tuple[Path, int | N
     return runs
 
 
+def restart_flag(run_dir: Path) -> list[str]:
+    """How train_net continues an unfinished run: from its checkpoints, or afresh over what a run that
+    stopped before its first checkpoint left (train_net refuses a used run dir without one of them)."""
+    if any((run_dir / "checkpoints").glob("model_*.pth")):
+        return ["--resume"]
+    if any((run_dir / name).exists() for name in ("model_final.pth", "metrics.json")):
+        return ["--overwrite"]
+    return []
+
+
 def command(cfg: Path, fold: int | None, run_dir: Path, overrides: list[str]) -> list[str]:
     cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config", str(cfg), f"output_dir={run_dir}",
            *overrides]
     if fold is not None:
         cmd.append(f"data.split.fold={fold}")
-    return cmd
+    return cmd + restart_flag(run_dir)
 
 
 def collect(runs, keys: list[str]) -> list[dict]:
@@ -90,7 +101,11 @@ def collect(runs, keys: list[str]) -> list[dict]:
         path = run_dir / "final_metrics.json"
         if not path.is_file():
             continue
-        metrics = json.loads(path.read_text())
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:  # a hand-edited or cut file: reported, the table goes on
+            print(f"warning: {path}: unreadable ({type(exc).__name__}); run left out of the table", file=sys.stderr)
+            continue
         row = {"config": str(cfg), "fold": "" if fold is None else fold, "init": metrics.get("init", ""),
                **{k: metrics.get(k) for k in keys}}
         rows.append(row)
@@ -161,4 +176,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    from hemo_mtl.cli_errors import run_main
+
+    sys.exit(run_main(main, parse_args()))

@@ -69,7 +69,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="only evaluate --weights on eval.final_split, into output_dir/eval/<weights>-<split>/")
     p.add_argument("--weights", default=None, help="model_final.pth or a training checkpoint (with --eval-only)")
     p.add_argument("opts", nargs="*", help="config overrides key.sub=value (output_dir=DIR sets the run dir)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.resume not in (None, "latest") and "=" in args.resume and not Path(args.resume).exists():
+        args.opts.insert(0, args.resume)  # `--resume key=value ...`: an override, not a checkpoint path
+        args.resume = "latest"
+    return args
 
 
 def main(args: argparse.Namespace) -> dict:

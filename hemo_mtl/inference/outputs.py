@@ -117,6 +117,18 @@ def overlay(scan, pred, max_tiles: int = 16, tile: int = 256) -> np.ndarray:
     return canvas
 
 
+def mask_file_names(names: list[str]) -> list[str]:
+    """masks/ file per slice image: ``<stem>.png``, or ``<name with _ for .>.png`` where two slices share
+    a stem (``1.jpg`` and ``1.png`` must not write one mask)."""
+    from collections import Counter
+
+    from ..paths import safe_component
+
+    stems = Counter(Path(n).stem.lower() for n in names)
+    return [safe_component(Path(n).stem if stems[Path(n).stem.lower()] == 1 else n.replace(".", "_")) + ".png"
+            for n in names]
+
+
 def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
     """Write every output of one scan into ``out_dir`` all at once (temp folder + rename); returns the summary."""
     out_dir = Path(out_dir)
@@ -131,8 +143,8 @@ def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
             nib.save(nib.Nifti1Image(pred.mask.astype(np.uint8), scan.affine), str(tmp / "mask.nii.gz"))
         else:
             (tmp / "masks").mkdir()
-            for name, m in zip(scan.names, pred.mask):
-                Image.fromarray(m.astype(np.uint8)).save(tmp / "masks" / f"{Path(name).stem}.png")
+            for name, m in zip(mask_file_names(scan.names), pred.mask):
+                Image.fromarray(m.astype(np.uint8)).save(tmp / "masks" / name)
         Image.fromarray(overlay(scan, pred)).save(tmp / "overlay.png", compress_level=1)  # 6 (default) costs ~0.2 s
         os.chmod(tmp, 0o755)
         if out_dir.exists():  # swap: the old outputs leave only once the new ones are complete

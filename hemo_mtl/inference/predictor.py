@@ -99,6 +99,7 @@ def load_scan(path) -> Scan:
             raise DataError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM folder or image folder")
         vol = load_nifti(path)
         check_hu_range(vol.data, str(path))
+        check_affine(vol.affine, str(path))
         return Scan(str(path), "hu", vol.data, vol.affine)
     if not path.is_dir():
         raise DataError(f"{path}: input not found")
@@ -107,7 +108,23 @@ def load_scan(path) -> Scan:
         return Scan(str(path), "display", [load_display_image(p) for p in images], None, [p.name for p in images])
     vol = load_dicom_series(path)
     check_hu_range(vol.data, str(path))
+    check_affine(vol.affine, str(path))
     return Scan(str(path), "hu", vol.data, vol.affine)
+
+
+def check_affine(affine, path: str) -> None:
+    """DataError unless the voxel -> mm affine is finite with three non-zero, independent axes: masks
+    are written on it and volumes measured with it, so a degenerate one cannot be used."""
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if not np.all(np.isfinite(affine)):
+        raise DataError(f"{path}: the affine (voxel -> mm) holds NaN or infinite values")
+    lengths = np.sqrt((m ** 2).sum(axis=0))
+    if np.any(lengths == 0):
+        axes = ", ".join(str(int(i)) for i in np.flatnonzero(lengths == 0))
+        raise DataError(f"{path}: the affine's voxel axis {axes} has zero length (a zero column): no spacing "
+                        f"to measure volumes or place masks")
+    if abs(np.linalg.det(m / lengths)) < 1e-6:
+        raise DataError(f"{path}: the affine's voxel axes are not independent (singular matrix)")
 
 
 def find_scans(path) -> list[Path]:
@@ -227,15 +244,15 @@ def score_floor(model: torch.nn.Module, threshold: float):
 # ---------------------------------------------------------------------------------------------- model
 def load_model(weights, device: str | torch.device = "cpu"):
     """(model in eval mode, checkpoint dict) from a model_final.pth (``weights_only`` loading)."""
-    from ..engine.checkpoint import load_checkpoint
+    from ..engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights
     from ..models import build_model
 
     state = load_checkpoint(weights, map_location=device)
     for key in ("model", "config"):
         if key not in state:
-            raise ValueError(f"{weights}: checkpoint has no {key!r} entry (expected model_final.pth)")
+            raise CheckpointError(f"{weights}: checkpoint has no {key!r} entry (expected model_final.pth)")
     model = build_model(state["config"]["model"])
-    model.load_state_dict(state["model"])
+    load_model_weights(model, state["model"], weights)
     return model.to(device).eval(), state
 
 

@@ -72,6 +72,12 @@ def ann(data, i=0):
     (lambda d: d["categories"].append({"id": 1, "name": "x"}), "duplicate_category_id"),
     (lambda d: ann(d).update(iscrowd=2), "iscrowd_invalid"),
     (lambda d: ann(d).update(id="1"), "annotation_id_invalid"),
+    (lambda d: d["annotations"].append({**ann(d), "id": 9}), "duplicate_annotation"),
+    (lambda d: d["images"][1].update(file_name="a.png"), "duplicate_file_name"),
+    (lambda d: d["images"][1].update(file_name="../../etc/b.png"), "file_name_outside_root"),
+    (lambda d: d["images"][1].update(file_name="/abs/b.png"), "file_name_outside_root"),
+    (lambda d: d["images"][1].update(file_name="C:\\data\\b.png"), "file_name_outside_root"),
+    (lambda d: d["images"][1].update(file_name="train\\..\\..\\b.png"), "file_name_outside_root"),
 ])
 def test_each_broken_case_is_caught(edit, code):
     assert code in broken(edit)
@@ -101,3 +107,26 @@ def test_file_entry_points(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         validate_coco_file(tmp_path / "nope.json")
     assert not validate_coco([1, 2]).ok
+
+
+def test_box_only_annotations_when_segmentation_is_not_required():
+    data = good()
+    for a in data["annotations"]:
+        a.pop("segmentation")
+    assert "segmentation_empty" in validate_coco(data).codes()
+    assert validate_coco(data, require_segmentation=False).ok
+    data["annotations"][0]["segmentation"] = []
+    assert "segmentation_empty" in validate_coco(data, require_segmentation=False).codes()
+
+
+def test_subfolders_and_same_annotation_in_two_categories_are_fine():
+    data = good()
+    data["images"][1]["file_name"] = "train/P1/b..png"
+    assert validate_coco(data).ok  # '..' inside a name is not a parent folder
+
+
+def test_deeply_nested_json_is_reported_not_raised(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    report = validate_coco_file(path)
+    assert not report.ok and report.codes() == {"invalid_json"} and "nested too deeply" in report.summary()

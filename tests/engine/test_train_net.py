@@ -161,3 +161,12 @@ def test_eval_only_writes_its_own_folder_and_names_its_split(small_run, tmp_path
     # a rerun replaces this evaluation rather than appending to it
     assert _cli(tool, out, "--eval-only", "--weights", str(out / "model_final.pth"), opts=["eval.final_split=val"]) == 0
     assert len((ev / "metrics.json").read_text().splitlines()) == 1
+
+
+def test_resume_followed_by_overrides_reads_them_as_overrides(tmp_path):
+    tool = train_net()
+    args = tool.parse_args(["--config", "c.yaml", "--resume", "train.epochs=4", "data.batch_size=2"])
+    assert args.resume == "latest" and args.opts == ["train.epochs=4", "data.batch_size=2"]
+    ckpt = tmp_path / "model_0002.pth"
+    ckpt.write_bytes(b"")
+    assert tool.parse_args(["--config", "c.yaml", "--resume", str(ckpt)]).resume == str(ckpt)

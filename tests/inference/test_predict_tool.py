@@ -156,3 +156,93 @@ def test_options_sliding_window_tta_morphology(weights, integral_scan, tmp_path)
     for d in dets:
         x, y, w, h = d["bbox"]
         assert 0 <= x and 0 <= y and x + w <= volume.shape[1] + 1e-3 and y + h <= volume.shape[0] + 1e-3
+
+
+def _zero_column_nifti(path, volume, affine):
+    """A NIfTI whose sform has a zero column (nibabel cannot even write a qform for it)."""
+    bad = np.array(affine, float)
+    bad[:3, 1] = 0.0
+    img = nib.Nifti1Image(volume, None)
+    img.set_qform(None, code=0)
+    img.set_sform(bad, code=1)
+    nib.save(img, str(path))
+
+
+def test_scan_names_are_unique_and_a_bad_affine_is_one_scan_error(weights, integral_scan, tmp_path, capsys):
+    root, volume, affine = integral_scan
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(root / "scan.nii.gz", scans / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(volume[:, :, :4], affine), str(scans / "scan.nii"))
+    write_dicom_series(volume[:, :, :5], affine, scans / "scan")
+    _zero_column_nifti(scans / "flat.nii.gz", volume, affine)
+    out = tmp_path / "out"
+    assert _run(weights, scans, out) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "flat.nii.gz" in err[0] and "zero length" in err[0]
+    table = pd.read_csv(out / "summary.csv").set_index("scan")
+    assert table["status"].to_dict() == {"flat": "error", "scan": "ok", "scan.nii": "ok", "scan.nii.gz": "ok"}
+    # each result is its own scan's: slice counts 5 (DICOM folder), 4, 6
+    assert table.loc[["scan", "scan.nii", "scan.nii.gz"], "num_slices"].tolist() == [5, 4, volume.shape[2]]
+    for name, n in (("scan", 5), ("scan.nii", 4), ("scan.nii.gz", volume.shape[2])):
+        assert nib.load(str(out / name / "mask.nii.gz")).shape[2] == n
+    assert sorted(p.name for p in out.iterdir()) == ["scan", "scan.nii", "scan.nii.gz", "summary.csv"]
+
+
+def test_slice_images_sharing_a_stem_get_their_own_masks(weights, tmp_path):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(folder / "1.png")
+    Image.fromarray(rng.integers(0, 255, (32, 36), dtype=np.uint8)).save(folder / "1.jpg")
+    Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(folder / "2.png")
+    assert _run(weights, folder, tmp_path / "out") == 0
+    masks = tmp_path / "out" / "slices" / "masks"
+    names = pd.read_csv(tmp_path / "out" / "slices" / "slices.csv")["file"].tolist()
+    assert sorted(names) == ["1.jpg", "1.png", "2.png"]
+    assert sorted(p.name for p in masks.iterdir()) == ["1_jpg.png", "1_png.png", "2.png"]
+    assert np.asarray(Image.open(masks / "1_jpg.png")).shape == (32, 36)  # the jpg's own size
+    assert np.asarray(Image.open(masks / "1_png.png")).shape == (40, 48)
+
+
+@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--batch-size", "-4"), ("--stride", "0"),
+                                           ("--patch", "0"), ("--score-threshold", "1.5"), ("--min-voxels", "-1")])
+def test_numbers_out_of_range_stop_at_the_command_line(option, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        predict_tool.parse_args(["--weights", "w.pth", "--input", "x", option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument {option}: {value} is out of range" in err
+
+
+def test_unusable_checkpoint_or_output_folder_is_one_line(weights, integral_scan, tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from hemo_mtl.cli_errors import run_main
+
+    root, _, _ = integral_scan
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(os.urandom(2048))
+    assert run_main(predict_tool.main, ["--weights", str(bad), "--input", str(root / "scan.nii.gz"),
+                                        "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot load checkpoint {bad}") and err.count("\n") == 1
+    assert "weights_only" not in err
+    blocker = tmp_path / "file.txt"  # an output folder that cannot be made: one line, before any scan runs
+    blocker.write_text("x")
+    assert run_main(predict_tool.main, ["--weights", str(weights), "--input", str(root / "scan.nii.gz"),
+                                        "--out", str(blocker / "preds")]) == 2
+    assert capsys.readouterr().err == f"error: {blocker / 'preds'}: Not a directory\n"
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        done = subprocess.run([sys.executable, str(REPO / "tools" / "predict.py"), "--weights", str(weights),
+                               "--input", str(root / "scan.nii.gz"), "--out", str(ro / "preds")],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        ro.chmod(0o755)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: {ro / 'preds'}: Permission denied"

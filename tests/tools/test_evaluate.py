@@ -121,7 +121,7 @@ def test_cls_error_paths(cls_files, capsys, case, message):
 
 
 def _coco_files(tmp):
-    images = [{"id": i, "height": 64, "width": 64} for i in (1, 2, 3)]
+    images = [{"id": i, "file_name": f"s{i}.png", "height": 64, "width": 64} for i in (1, 2, 3)]
     anns = [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0},
             {"id": 2, "image_id": 2, "category_id": 5, "bbox": [30, 30, 8, 8], "area": 64, "iscrowd": 0}]
     gt = {"images": images, "annotations": anns, "categories": coco_categories()}
@@ -226,3 +226,56 @@ def test_seg_affine_mismatch_is_warned(tmp_path, capsys):
     assert res.returncode == 0 and "affine differs" in res.stderr
     m = _read_metrics(tmp_path / "o")
     assert m["seg/EDH/dice"] == 1.0 and m["volume/EDH/gt_mean_ml"] == pytest.approx(9 * 3.0 / 1000)
+
+
+def test_det_ground_truth_is_validated_like_convert_validate(tmp_path, capsys):
+    gt, _ = _coco_files(tmp_path)
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in gt["annotations"]]
+    (tmp_path / "perfect.json").write_text(json.dumps(perfect))
+    res = run_in_process(capsys, "--task", "det", "--gt", tmp_path / "gt.json", "--pred", tmp_path / "perfect.json",
+                         "--out", tmp_path / "o")
+    assert res.returncode == 0 and _read_metrics(tmp_path / "o")["det/bbox/AP"] == pytest.approx(1.0)
+    # the same lesion annotated twice: scored, the perfect predictions would lose AP; refused instead
+    gt["annotations"].append({**gt["annotations"][0], "id": 3})
+    (tmp_path / "dup.json").write_text(json.dumps(gt))
+    res = run_in_process(capsys, "--task", "det", "--gt", tmp_path / "dup.json", "--pred", tmp_path / "perfect.json",
+                         "--out", tmp_path / "o2")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "annotation 3 (image 1)" in res.stderr and "[duplicate_annotation]" in res.stderr
+    assert not (tmp_path / "o2" / "metrics.json").exists()
+    gt["annotations"].pop()
+    gt["images"][1]["file_name"] = "s1.png"
+    (tmp_path / "dupname.json").write_text(json.dumps(gt))
+    res = run_in_process(capsys, "--task", "det", "--gt", tmp_path / "dupname.json", "--pred",
+                         tmp_path / "perfect.json", "--out", tmp_path / "o3")
+    assert res.returncode == 2 and "[duplicate_file_name]" in res.stderr
+
+
+def test_deeply_nested_json_is_one_line(tmp_path, capsys):
+    gt, _ = _coco_files(tmp_path)
+    (tmp_path / "deep.json").write_text("[" * 5_000_000 + "]" * 5_000_000)  # 10 MB
+    res = run_in_process(capsys, "--task", "det", "--gt", tmp_path / "gt.json", "--pred", tmp_path / "deep.json",
+                         "--out", tmp_path / "o")
+    assert res.returncode == 2 and res.stderr == f"error: {tmp_path / 'deep.json'}: JSON nested too deeply to read\n"
+
+
+def test_seg_spacing_comes_from_the_affine_not_pixdim(tmp_path, capsys):
+    """Volumes as predict measures them: 0.5 x 0.5 x 5 mm voxels by the affine, whatever pixdim says."""
+    gdir, pdir = tmp_path / "gt", tmp_path / "pred"
+    gdir.mkdir(), pdir.mkdir()
+    g = np.zeros((8, 8, 3), np.uint8)
+    g[1:4, 1:4, 0:2] = 4  # 18 voxels
+    for folder in (gdir, pdir):
+        img = nib.Nifti1Image(g, np.diag([0.5, 0.5, 5.0, 1.0]))
+        img.header.set_zooms((2.0, 2.0, 2.5))  # a header whose pixdim disagrees (8x the voxel volume)
+        nib.save(img, str(folder / "a.nii.gz"))
+    assert nib.load(str(gdir / "a.nii.gz")).header.get_zooms()[:3] == (2.0, 2.0, 2.5)
+    res = run_in_process(capsys, "--task", "seg", "--gt-masks", gdir, "--pred-masks", pdir, "--out", tmp_path / "o")
+    assert res.returncode == 0, res.stderr
+    from hemo_mtl.inference.postprocess import volumes_ml
+    from hemo_mtl.inference.predictor import Scan
+
+    expected = volumes_ml(g, Scan("a", "hu", g, np.diag([0.5, 0.5, 5.0, 1.0])).spacing)["IPH"]  # predict's rule
+    assert expected == pytest.approx(18 * 1.25 / 1000)
+    assert _read_metrics(tmp_path / "o")["volume/IPH/gt_mean_ml"] == pytest.approx(expected)

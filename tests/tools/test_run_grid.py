@@ -43,3 +43,21 @@ def test_finished_runs_are_skipped_and_the_table_has_fold_mean_and_std(tmp_path,
     assert lines[0] == "config,fold,init,cls/any/f1"
     assert lines[-2].endswith(",mean of 2,random,0.6") and lines[-1].startswith(f"{cfg},std of 2,random,0.1414")
     assert "| configs/kaggle/cls_resnet18.yaml | mean of 2 | random | 0.6000 |" in (tmp_path / "grid.md").read_text()
+
+
+def test_an_unfinished_run_resumes_or_restarts_and_a_bad_metrics_file_is_left_out(tmp_path, capsys):
+    cfg = REPO / "configs" / "kaggle" / "cls_resnet18.yaml"
+    crashed, early, fresh = tmp_path / "crashed", tmp_path / "early", tmp_path / "fresh"
+    (crashed / "checkpoints").mkdir(parents=True)
+    (crashed / "checkpoints" / "model_0002.pth").write_bytes(b"x")
+    early.mkdir()
+    (early / "metrics.json").write_text("{}\n")  # stopped after an evaluation, before its first checkpoint
+    # train_net refuses a used run dir without --resume or --overwrite: the grid passes the right one, last
+    # (an override after `--resume` would be read as its checkpoint path)
+    assert run_grid.command(cfg, 1, crashed, ["train.epochs=2"])[-2:] == ["data.split.fold=1", "--resume"]
+    assert run_grid.command(cfg, None, early, [])[-1] == "--overwrite"
+    assert "--resume" not in run_grid.command(cfg, None, fresh, []) and "--overwrite" not in run_grid.command(cfg, None, fresh, [])
+    _finish(tmp_path / "cls_resnet18", {"cls/any/f1": 0.5})
+    (tmp_path / "cls_resnet18" / "final_metrics.json").write_text("{cut")
+    rows = run_grid.collect(run_grid.plan([cfg], tmp_path, 0), ["cls/any/f1"])
+    assert rows == [] and "final_metrics.json: unreadable" in capsys.readouterr().err

@@ -13,6 +13,9 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout
 
 import numpy as np
 from pycocotools import mask as mask_utils
