@@ -20,13 +20,8 @@ from pycocotools import mask as mask_utils
 
 from ..atomic import atomic_write_json
 from ..categories import LABELS, SUBTYPES
-from ..data.windowing import window_hu
-from .postprocess import contours, lesion_counts, volumes_ml
-
-# one colour per subtype 1..5 (EDH, SDH, SAH, IPH, IVH), as hemo_mtl.engine.visualize.COLORS
-COLORS = np.array([[0xE6, 0x19, 0x4B], [0x3C, 0xB4, 0x4B], [0xFF, 0xE1, 0x19], [0x43, 0x63, 0xD8],
-                   [0xF5, 0x82, 0x31]], dtype=np.uint8)
-
+from .overlay import COLORS, overlay  # noqa: F401 - COLORS re-exported for callers of this module
+from .postprocess import lesion_counts, volumes_ml
 
 def slice_table(cls_prob: np.ndarray, names: list[str] | None = None, gate: np.ndarray | None = None) -> pd.DataFrame:
     table = pd.DataFrame(cls_prob, columns=[f"p_{name}" for name in LABELS])
@@ -89,35 +84,6 @@ def scan_summary(scan, pred, predictor) -> dict:
     }
 
 
-def _gray(scan, k: int) -> np.ndarray:
-    if scan.kind == "hu":
-        return (window_hu(scan.slices[:, :, k], 40.0, 80.0) * 255).astype(np.uint8)
-    return scan.slices[k]
-
-
-def overlay(scan, pred, max_tiles: int = 16, tile: int = 256) -> np.ndarray:
-    """(H, W, 3) uint8 montage: slices with predicted bleed (else the highest p(any)), contours coloured
-    by subtype."""
-    masks = [pred.mask[:, :, k] for k in range(pred.mask.shape[2])] if isinstance(pred.mask, np.ndarray) else pred.mask
-    with_bleed = [k for k, m in enumerate(masks) if m.any()]
-    order = with_bleed or list(np.argsort(-np.nan_to_num(pred.cls_prob[:, 0]), kind="stable"))
-    chosen = sorted(int(k) for k in order[:max_tiles])
-    tiles = []
-    for k in chosen:
-        rgb = np.repeat(_gray(scan, k)[..., None], 3, axis=2)
-        if masks[k].any():  # an empty slice has no contour: skip the two 3x3 filters
-            edge = contours(masks[k])
-            rgb[edge > 0] = COLORS[edge[edge > 0] - 1]
-        tiles.append(np.asarray(Image.fromarray(rgb).resize((tile, tile), Image.NEAREST)))
-    cols = min(4, len(tiles)) or 1
-    rows = max(1, -(-len(tiles) // cols))
-    canvas = np.zeros((rows * tile, cols * tile, 3), np.uint8)
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, cols)
-        canvas[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = t
-    return canvas
-
-
 def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
     """Write every output of one scan into ``out_dir`` all at once (temp folder + rename); returns the summary."""
     out_dir = Path(out_dir)
@@ -134,7 +100,8 @@ def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
             (tmp / "masks").mkdir()
             for name, m in zip(scan.names, pred.mask):
                 Image.fromarray(m.astype(np.uint8)).save(tmp / "masks" / f"{Path(name).stem}.png")
-        Image.fromarray(overlay(scan, pred)).save(tmp / "overlay.png", compress_level=1)  # 6 (default) costs ~0.2 s
+        Image.fromarray(overlay(scan, pred, subtype_threshold=predictor.options.subtype_threshold,
+                                      title=Path(scan.path).name)).save(tmp / "overlay.png", compress_level=1)  # 6 (default) costs ~0.2 s
         os.chmod(tmp, 0o755)
         if out_dir.exists():  # swap: the old outputs leave only once the new ones are complete
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
