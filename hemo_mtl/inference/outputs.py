@@ -1,4 +1,9 @@
-"""Per-scan result files: slices.csv, summary.json, mask.nii.gz (or masks/*.png), detections.json, overlay.png.
+"""Per-scan result files: slices.csv, summary.json, mask.nii.gz (or masks/*.png), detections.json, overlay.png,
+lesions.csv; on request probabilities.nii.gz and uncertainty.nii.gz (image folders: probabilities/*.npz).
+
+Probability and uncertainty volumes are stored as uint8 with the NIfTI scale factor 1/255 (``scl_slope``):
+nibabel's ``get_fdata``, ITK-SNAP and 3D Slicer read probabilities 0..1 in steps of 1/255, a fifth of the
+float32 file; lesions.csv and summary.json are computed from the unrounded maps.
 
 All files of a scan are written into a temp folder beside the final one, which is then renamed into
 place: a crash or a bad scan never leaves a half set of outputs under the scan's name.
@@ -20,6 +25,7 @@ from pycocotools import mask as mask_utils
 
 from ..atomic import atomic_write_json
 from ..categories import LABELS, SUBTYPES
+from .lesions import lesion_table
 from .overlay import COLORS, overlay  # noqa: F401 - COLORS re-exported for callers of this module
 from .postprocess import lesion_counts, volumes_ml
 
@@ -47,6 +53,32 @@ def coco_results(instances: list[dict]) -> list[dict]:
     return results
 
 
+PROB_SCALE = 1.0 / 255.0
+
+
+def quantised_nifti(data: np.ndarray, affine, description: str) -> nib.Nifti1Image:
+    """[0, 1] floats as a uint8 NIfTI with scl_slope 1/255 (rounded to the nearest step)."""
+    q = np.clip(np.rint(np.asarray(data, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    img = nib.Nifti1Image(q, affine)
+    img.header.set_slope_inter(PROB_SCALE, 0.0)
+    img.header["descrip"] = description[:79].encode()
+    return img
+
+
+def uncertainty_summary(pred) -> dict | None:
+    """Per-scan uncertainty: mean normalised predictive entropy over the predicted bleed and over the scan."""
+    if pred.uncertainty is None:
+        return None
+    maps = pred.uncertainty if isinstance(pred.uncertainty, list) else [pred.uncertainty]
+    masks = pred.mask if isinstance(pred.mask, list) else [pred.mask]
+    bleed = np.concatenate([u[m > 0].ravel() for u, m in zip(maps, masks)])
+    every = np.concatenate([u.ravel() for u in maps])
+    return {"measure": "predictive entropy of the averaged 6-class probabilities / log 6 (0..1)",
+            "bleed_mean": float(bleed.mean()) if bleed.size else None,
+            "bleed_max": float(bleed.max()) if bleed.size else None,
+            "scan_mean": float(every.mean()) if every.size else None}
+
+
 def scan_summary(scan, pred, predictor) -> dict:
     """Patient-level probabilities (max over slices), predicted subtypes, volumes, lesions, provenance."""
     o = predictor.options
@@ -72,6 +104,8 @@ def scan_summary(scan, pred, predictor) -> dict:
         "volume_ml": volumes,
         "lesions": lesions,
         "detections": int(sum(len(i["boxes"]) for i in pred.instances)),
+        "uncertainty": uncertainty_summary(pred),
+        "members": int(getattr(predictor, "num_members", 1)),
         "cascade_threshold": predictor.gate_threshold,
         "temperature": getattr(predictor, "applied_temperature", None),
         "slices_gated_off": None if pred.gate_passed is None else int((~pred.gate_passed).sum()),
@@ -92,11 +126,34 @@ def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
     try:
         summary = scan_summary(scan, pred, predictor)
         slice_table(pred.cls_prob, scan.names, pred.gate_passed).to_csv(tmp / "slices.csv", index=False)
+        lesions = lesion_table(pred.mask, scan.spacing, pred.prob, pred.uncertainty, scan.names)
+        lesions.to_csv(tmp / "lesions.csv", index=False)
+        unc = lesions["uncertainty"].dropna()
+        if summary["uncertainty"] is not None:
+            summary["uncertainty"]["lesion_max"] = float(unc.max()) if len(unc) else None
         atomic_write_json(tmp / "summary.json", summary)
         atomic_write_json(tmp / "detections.json", coco_results(pred.instances), indent=None)
         if isinstance(pred.mask, np.ndarray):
             nib.save(nib.Nifti1Image(pred.mask.astype(np.uint8), scan.affine), str(tmp / "mask.nii.gz"))
+            if pred.prob is not None:
+                nib.save(quantised_nifti(pred.prob, scan.affine, "p(" + ",".join(SUBTYPES) + "), 4th dim"),
+                         str(tmp / "probabilities.nii.gz"))
+            if pred.uncertainty is not None:
+                nib.save(quantised_nifti(pred.uncertainty, scan.affine, "predictive entropy / log 6"),
+                         str(tmp / "uncertainty.nii.gz"))
+            if pred.saliency is not None:
+                nib.save(quantised_nifti(pred.saliency, scan.affine, "Grad-CAM of p(any), 0..1"),
+                         str(tmp / "saliency.nii.gz"))
         else:
+            for folder, maps in (("probabilities", pred.prob), ("uncertainty", pred.uncertainty),
+                                 ("saliency", pred.saliency)):
+                if maps is not None:
+                    (tmp / folder).mkdir()
+                    for name, m in zip(scan.names, maps):
+                        key = "prob" if folder == "probabilities" else folder
+                        np.savez_compressed(tmp / folder / f"{Path(name).stem}.npz", **{key: m.astype(np.float32)},
+                                            subtypes=np.array(SUBTYPES))
+
             (tmp / "masks").mkdir()
             for name, m in zip(scan.names, pred.mask):
                 Image.fromarray(m.astype(np.uint8)).save(tmp / "masks" / f"{Path(name).stem}.png")
