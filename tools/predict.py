@@ -8,11 +8,12 @@
 --input is a NIfTI file, a DICOM series folder, a folder of PNG/JPG slices, or a folder holding any
 of these (one scan per NIfTI file / sub-folder). Per scan, OUT/<scan name>/ gets slices.csv,
 summary.json, mask.nii.gz (input shape + affine; image folders: masks/*.png), detections.json (COCO
-results, image_id = slice index + 1) and overlay.png; OUT/summary.csv has one row per scan. Scan names
-are the file names without .nii/.nii.gz, or the whole file name where two would be equal (``scan/``,
-``scan.nii`` and ``scan.nii.gz`` give three folders). A bad scan prints one line naming the file and
-the problem; the others go on, and summary.csv is always written. Exit status 1 if any scan failed,
-2 for a bad checkpoint, option or output folder.
+results, image_id = slice index + 1), lesions.csv (one row per 3D lesion) and overlay.png (docs/predictions.md
+tells how to read them); OUT/summary.csv has one row per scan. Scan names are the file names without
+.nii/.nii.gz, or the whole file name where two would be equal (``scan/``, ``scan.nii`` and ``scan.nii.gz``
+give three folders). A bad scan prints one line naming the file and the problem; the others go on, and
+summary.csv is always written. Exit status 1 if any scan failed, 2 for a bad checkpoint, option or output
+folder.
 """
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-gate", action="store_true", help="ignore the checkpoint's cascade gate")
     p.add_argument("--flip-tta", action="store_true", help="add the left-right mirrored pass: probabilities averaged, detections merged by NMS")
     p.add_argument("--no-calibration", action="store_true", help="ignore the checkpoint's temperature scaling")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write probabilities.nii.gz (per-subtype, 4th dim) and, with --flip-tta or several "
+                        "--weights, uncertainty.nii.gz (image folders: probabilities/*.npz)")
     p.add_argument("--sliding-window", action="store_true", help="native resolution, overlapping patches")
     p.add_argument("--patch", type=POSITIVE, default=160)
     p.add_argument("--stride", type=POSITIVE, default=80)
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = PredictOptions(batch_size=args.batch_size, gate=not args.no_gate, flip_tta=args.flip_tta,
-                             calibrate=not args.no_calibration,
+                             calibrate=not args.no_calibration, save_probabilities=args.save_probabilities,
                              sliding_window=args.sliding_window, patch=args.patch, stride=args.stride,
                              closing=args.closing, opening=args.opening, min_voxels=args.min_voxels,
                              score_threshold=args.score_threshold)

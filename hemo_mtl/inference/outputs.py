@@ -1,4 +1,9 @@
-"""Per-scan result files: slices.csv, summary.json, mask.nii.gz (or masks/*.png), detections.json, overlay.png.
+"""Per-scan result files: slices.csv, summary.json, mask.nii.gz (or masks/*.png), detections.json, overlay.png,
+lesions.csv; on request probabilities.nii.gz and uncertainty.nii.gz (image folders: probabilities/*.npz).
+
+Probability and uncertainty volumes are stored as uint8 with the NIfTI scale factor 1/255 (``scl_slope``):
+nibabel's ``get_fdata``, ITK-SNAP and 3D Slicer read probabilities 0..1 in steps of 1/255, a fifth of the
+float32 file; lesions.csv and summary.json are computed from the unrounded maps.
 
 All files of a scan are written into a temp folder beside the final one, which is then renamed into
 place: a crash or a bad scan never leaves a half set of outputs under the scan's name.
@@ -20,12 +25,9 @@ from PIL import Image
 
 from ..atomic import atomic_write_json
 from ..categories import LABELS, SUBTYPES
-from ..data.windowing import window_hu
-from .postprocess import contours, lesion_counts, volumes_ml
-
-# one colour per subtype 1..5 (EDH, SDH, SAH, IPH, IVH), as hemo_mtl.evaluation.panels.COLORS
-COLORS = np.array([[0xE6, 0x19, 0x4B], [0x3C, 0xB4, 0x4B], [0xFF, 0xE1, 0x19], [0x43, 0x63, 0xD8],
-                   [0xF5, 0x82, 0x31]], dtype=np.uint8)
+from .lesions import lesion_table
+from .overlay import COLORS, overlay  # noqa: F401 - COLORS re-exported for callers of this module
+from .postprocess import lesion_counts, volumes_ml
 
 
 def slice_table(cls_prob: np.ndarray, names: list[str] | None = None, gate: np.ndarray | None = None) -> pd.DataFrame:
@@ -49,6 +51,32 @@ def coco_results(instances: list[dict]) -> list[dict]:
             results.append({"image_id": k + 1, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0],
                             "score": float(score), "segmentation": rle})
     return results
+
+
+PROB_SCALE = 1.0 / 255.0
+
+
+def quantised_nifti(data: np.ndarray, affine, description: str) -> nib.Nifti1Image:
+    """[0, 1] floats as a uint8 NIfTI with scl_slope 1/255 (rounded to the nearest step)."""
+    q = np.clip(np.rint(np.asarray(data, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    img = nib.Nifti1Image(q, affine)
+    img.header.set_slope_inter(PROB_SCALE, 0.0)
+    img.header["descrip"] = description[:79].encode()
+    return img
+
+
+def uncertainty_summary(pred) -> dict | None:
+    """Per-scan uncertainty: mean normalised predictive entropy over the predicted bleed and over the scan."""
+    if pred.uncertainty is None:
+        return None
+    maps = pred.uncertainty if isinstance(pred.uncertainty, list) else [pred.uncertainty]
+    masks = pred.mask if isinstance(pred.mask, list) else [pred.mask]
+    bleed = np.concatenate([u[m > 0].ravel() for u, m in zip(maps, masks)])
+    every = np.concatenate([u.ravel() for u in maps])
+    return {"measure": "predictive entropy of the averaged 6-class probabilities / log 6 (0..1)",
+            "bleed_mean": float(bleed.mean()) if bleed.size else None,
+            "bleed_max": float(bleed.max()) if bleed.size else None,
+            "scan_mean": float(every.mean()) if every.size else None}
 
 
 def scan_summary(scan, pred, predictor) -> dict:
@@ -76,6 +104,8 @@ def scan_summary(scan, pred, predictor) -> dict:
         "volume_ml": volumes,
         "lesions": lesions,
         "detections": int(sum(len(i["boxes"]) for i in pred.instances)),
+        "uncertainty": uncertainty_summary(pred),
+        "members": int(getattr(predictor, "num_members", 1)),
         "cascade_threshold": predictor.gate_threshold,
         "temperature": getattr(predictor, "applied_temperature", None),
         "slices_gated_off": None if pred.gate_passed is None else int((~pred.gate_passed).sum()),
@@ -86,35 +116,6 @@ def scan_summary(scan, pred, predictor) -> dict:
         "options": dict(vars(o)),
         "coco_image_ids": "slice index + 1",
     }
-
-
-def _gray(scan, k: int) -> np.ndarray:
-    if scan.kind == "hu":
-        return (window_hu(scan.slices[:, :, k], 40.0, 80.0) * 255).astype(np.uint8)
-    return scan.slices[k]
-
-
-def overlay(scan, pred, max_tiles: int = 16, tile: int = 256) -> np.ndarray:
-    """(H, W, 3) uint8 montage: slices with predicted bleed (else the highest p(any)), contours coloured
-    by subtype."""
-    masks = [pred.mask[:, :, k] for k in range(pred.mask.shape[2])] if isinstance(pred.mask, np.ndarray) else pred.mask
-    with_bleed = [k for k, m in enumerate(masks) if m.any()]
-    order = with_bleed or list(np.argsort(-np.nan_to_num(pred.cls_prob[:, 0]), kind="stable"))
-    chosen = sorted(int(k) for k in order[:max_tiles])
-    tiles = []
-    for k in chosen:
-        rgb = np.repeat(_gray(scan, k)[..., None], 3, axis=2)
-        if masks[k].any():  # an empty slice has no contour: skip the two 3x3 filters
-            edge = contours(masks[k])
-            rgb[edge > 0] = COLORS[edge[edge > 0] - 1]
-        tiles.append(np.asarray(Image.fromarray(rgb).resize((tile, tile), Image.NEAREST)))
-    cols = min(4, len(tiles)) or 1
-    rows = max(1, -(-len(tiles) // cols))
-    canvas = np.zeros((rows * tile, cols * tile, 3), np.uint8)
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, cols)
-        canvas[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = t
-    return canvas
 
 
 def mask_file_names(names: list[str]) -> list[str]:
@@ -137,15 +138,39 @@ def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
     try:
         summary = scan_summary(scan, pred, predictor)
         slice_table(pred.cls_prob, scan.names, pred.gate_passed).to_csv(tmp / "slices.csv", index=False)
+        lesions = lesion_table(pred.mask, scan.spacing, pred.prob, pred.uncertainty, scan.names)
+        lesions.to_csv(tmp / "lesions.csv", index=False)
+        unc = lesions["uncertainty"].dropna()
+        if summary["uncertainty"] is not None:
+            summary["uncertainty"]["lesion_max"] = float(unc.max()) if len(unc) else None
         atomic_write_json(tmp / "summary.json", summary)
         atomic_write_json(tmp / "detections.json", coco_results(pred.instances), indent=None)
         if isinstance(pred.mask, np.ndarray):
             nib.save(nib.Nifti1Image(pred.mask.astype(np.uint8), scan.affine), str(tmp / "mask.nii.gz"))
+            if pred.prob is not None:
+                nib.save(quantised_nifti(pred.prob, scan.affine, "p(" + ",".join(SUBTYPES) + "), 4th dim"),
+                         str(tmp / "probabilities.nii.gz"))
+            if pred.uncertainty is not None:
+                nib.save(quantised_nifti(pred.uncertainty, scan.affine, "predictive entropy / log 6"),
+                         str(tmp / "uncertainty.nii.gz"))
+            if pred.saliency is not None:
+                nib.save(quantised_nifti(pred.saliency, scan.affine, "Grad-CAM of p(any), 0..1"),
+                         str(tmp / "saliency.nii.gz"))
         else:
+            for folder, maps in (("probabilities", pred.prob), ("uncertainty", pred.uncertainty),
+                                 ("saliency", pred.saliency)):
+                if maps is not None:
+                    (tmp / folder).mkdir()
+                    for name, m in zip(mask_file_names(scan.names), maps):  # the masks' unique names
+                        key = "prob" if folder == "probabilities" else folder
+                        np.savez_compressed(tmp / folder / f"{Path(name).stem}.npz", **{key: m.astype(np.float32)},
+                                            subtypes=np.array(SUBTYPES))
+
             (tmp / "masks").mkdir()
             for name, m in zip(mask_file_names(scan.names), pred.mask):
                 Image.fromarray(m.astype(np.uint8)).save(tmp / "masks" / name)
-        Image.fromarray(overlay(scan, pred)).save(tmp / "overlay.png", compress_level=1)  # 6 (default) costs ~0.2 s
+        Image.fromarray(overlay(scan, pred, subtype_threshold=predictor.options.subtype_threshold,
+                                title=Path(scan.path).name)).save(tmp / "overlay.png", compress_level=1)  # 6 (default) costs ~0.2 s
         os.chmod(tmp, 0o755)
         if out_dir.exists():  # swap: the old outputs leave only once the new ones are complete
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))

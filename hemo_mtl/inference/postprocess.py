@@ -75,16 +75,42 @@ def nonzero_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     return tuple(slice(max(int(h[0]) - margin, 0), min(int(h[-1]) + 1 + margin, n)) for h, n in zip(hits, mask.shape))
 
 
+def _lesions_in_box(vol: np.ndarray):
+    """(bounding box of the bleed, lesion ids inside it, subtype of each lesion) or (None, None, [])."""
+    box = nonzero_box(vol)
+    if box is None:
+        return None, None, []
+    part = np.asarray(vol[box], dtype=np.uint8)
+    present = np.bincount(part.ravel(order="K"), minlength=len(SUBTYPES) + 1) > 0
+    ids = np.zeros(part.shape, np.int32)
+    subtypes: list[int] = []
+    for label in range(1, len(SUBTYPES) + 1):
+        if not present[label]:
+            continue
+        lab, n = ndimage.label(part == label, _LESION)
+        if n:
+            hit = lab > 0
+            ids[hit] = lab[hit] + len(subtypes)
+            subtypes += [label] * n
+    return box, ids, subtypes
+
+
+def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """3D lesions of a label volume: (lesion ids shaped like ``mask``, int32, 0 = none, lesions 1..N
+    numbered subtype by subtype; the subtype id 1..5 of each lesion). 26-connected components per
+    subtype, labelled inside the bleed's bounding box."""
+    vol = _as_volume(mask)
+    full = np.zeros(vol.shape, np.int32)
+    box, ids, subtypes = _lesions_in_box(vol)
+    if box is not None:
+        full[box] = ids
+    return full.reshape(np.shape(mask)), subtypes
+
+
 def lesion_counts(mask: np.ndarray) -> dict[str, int]:
     """Number of 3D (26-connected) lesions per subtype, plus ``any`` (their sum)."""
-    vol = _as_volume(mask)
-    box = nonzero_box(vol)
-    counts = dict.fromkeys(SUBTYPES, 0)
-    if box is not None:
-        vol = np.asarray(vol[box], dtype=np.uint8)
-        present = np.bincount(vol.ravel(order="K"), minlength=len(SUBTYPES) + 1) > 0
-        counts = {name: int(ndimage.label(vol == i + 1, _LESION)[1]) if present[i + 1] else 0
-                  for i, name in enumerate(SUBTYPES)}
+    subtypes = _lesions_in_box(_as_volume(mask))[2]
+    counts = {name: subtypes.count(i + 1) for i, name in enumerate(SUBTYPES)}
     return {"any": sum(counts.values()), **counts}
 
 

@@ -59,6 +59,7 @@ class PredictOptions:
     subtype_threshold: float = 0.5  # patient-level p >= this -> subtype predicted
     channels_last: bool = True  # NHWC model + input: faster CPU convolutions (outputs equal to ~1e-6)
     calibrate: bool = True  # apply the checkpoint's temperature scaling (when it carries one) to cls_prob
+    save_probabilities: bool = False  # keep per-subtype probability maps (+ entropy with TTA / an ensemble)
 
 
 @dataclass
@@ -87,6 +88,9 @@ class ScanPrediction:
     mask: np.ndarray | list[np.ndarray]  # (X, Y, Z) uint8 for volumes; list of (H, W) for image folders
     instances: list[dict]  # per slice: boxes (N,4) xyxy, labels, scores, masks (N,H,W) bool, original size
     gate_passed: np.ndarray | None = None  # (Z,) bool where the cascade gate ran
+    prob: np.ndarray | list[np.ndarray] | None = None  # (X, Y, Z, 5) subtype probabilities; folders: (H, W, 5) each
+    uncertainty: np.ndarray | list[np.ndarray] | None = None  # (X, Y, Z) normalised predictive entropy (maps.py)
+    saliency: np.ndarray | list[np.ndarray] | None = None  # (X, Y, Z) Grad-CAM of p(any) in [0, 1]
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -284,6 +288,13 @@ class Predictor:
         return cls(model, state["config"], state.get("cascade"), options, device, sha256_file(weights),
                    checkpoint_temperature(state))
 
+    num_members = 1  # models averaged per pass (an ensemble has more)
+
+    @property
+    def wants_uncertainty(self) -> bool:
+        """An uncertainty map needs several averaged passes: flip TTA or an ensemble."""
+        return self.options.save_probabilities and (self.options.flip_tta or self.num_members > 1)
+
     @property
     def active_gate(self) -> CascadeGate | None:
         """The gate predictions apply: the checkpoint's, unless ``options.gate`` is off."""
@@ -420,23 +431,41 @@ class Predictor:
         if len(outs) != len(groups):  # one batched pass over all groups: split it per group
             bounds = np.cumsum([0] + [len(g) for g in groups])
             outs = [{k: v[a:b] for k, v in outs[0].items()} for a, b in zip(bounds[:-1], bounds[1:])]
-        cls, gate, masks, instances = [], [], [], []
+        cls, gate, masks, instances, probs, ents = [], [], [], [], [], []
+        o = self.options
         for g, fit, out in zip(groups, fits, outs):
             cls.append(out["cls_prob"].numpy() if "cls_prob" in out else np.full((len(g), len(LABELS)), np.nan))
             if "gate_passed" in out:
                 gate.append(out["gate_passed"].numpy())
-            if "seg_prob" in out:
+            if "seg_prob" in out and o.save_probabilities:
+                from .maps import slice_maps
+
+                m = slice_maps(out["seg_prob"], fit, probabilities=True, entropy=self.wants_uncertainty)
+                masks.append(m.labels.numpy())
+                probs.append(m.prob.numpy().transpose(0, 2, 3, 1))  # (N, H, W, 5)
+                if m.entropy is not None:
+                    ents.append(m.entropy.numpy())
+            elif "seg_prob" in out:
                 masks.append(label_volume(out["seg_prob"], fit).numpy())  # (N, H, W)
             else:
                 masks.append(np.zeros((len(g), *g.shape[-2:]), np.uint8))
-            instances.extend(self._instances(out.get("instances", [{}] * len(g)), fit, tuple(g.shape[-2:])))
-        o = self.options
+            if "slice_instances" in out:  # already on the slice grid (an ensemble's merged detections)
+                instances.extend(out["slice_instances"])
+            else:
+                instances.extend(self._instances(out.get("instances", [{}] * len(g)), fit, tuple(g.shape[-2:])))
+        prob = unc = None
         if scan.kind == "hu":
             mask = clean_mask(np.moveaxis(masks[0], 0, 2), o.closing, o.opening, o.min_voxels)  # -> (X, Y, Z)
+            if probs:
+                prob = np.ascontiguousarray(probs[0].transpose(1, 2, 0, 3))  # (X, Y, Z, 5)
+            if ents:
+                unc = np.ascontiguousarray(np.moveaxis(ents[0], 0, 2))
         else:
             mask = [clean_mask(m, o.closing, o.opening, o.min_voxels) for ms in masks for m in ms]
+            prob = [p for ps in probs for p in ps] or None
+            unc = [e for es in ents for e in es] or None
         return ScanPrediction(cls_prob=np.concatenate(cls).astype(np.float32), mask=mask, instances=instances,
-                              gate_passed=np.concatenate(gate) if gate else None)
+                              gate_passed=np.concatenate(gate) if gate else None, prob=prob, uncertainty=unc)
 
     def _instances(self, insts: list[dict], fit: Fit | None, size: tuple[int, int]) -> list[dict]:
         """Per slice, detections above ``score_threshold`` in slice pixels: boxes un-padded and un-scaled,
