@@ -4,6 +4,7 @@
     python tools/predict.py --weights runs/demo/model_final.pth --input scan.nii.gz --out preds/
     python tools/predict.py --weights RUN/model_final.pth --input dicom_series_folder/ --out preds/
     python tools/predict.py --weights RUN/model_final.pth --input folder_of_scans/ --out preds/ --flip-tta
+    python tools/predict.py --weights exported/model.onnx --input scan.nii.gz --out preds/   # onnxruntime
 
 --input is a NIfTI file, a DICOM series folder, a folder of PNG/JPG slices, or a folder holding any
 of these (one scan per NIfTI file / sub-folder). Per scan, OUT/<scan name>/ gets slices.csv,
@@ -28,11 +29,14 @@ from tqdm import tqdm  # noqa: E402
 
 from hemo_mtl.atomic import atomic_path  # noqa: E402
 from hemo_mtl.inference import PredictOptions, Predictor, find_scans, load_scan, write_scan_outputs  # noqa: E402
+from hemo_mtl.inference.backends import BACKENDS  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="RUN/model_final.pth")
+    p.add_argument("--weights", required=True, help="RUN/model_final.pth, or an exported model.onnx / model.torchscript.pt")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="runtime (default: from --weights: .onnx -> onnxruntime, .torchscript.pt -> torchscript, else torch)")
     p.add_argument("--input", required=True, help="NIfTI file, DICOM folder, PNG/JPG folder, or a folder of scans")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.add_argument("--device", default="cpu")
@@ -66,7 +70,11 @@ def main(argv=None) -> int:
                              sliding_window=args.sliding_window, patch=args.patch, stride=args.stride,
                              closing=args.closing, opening=args.opening, min_voxels=args.min_voxels,
                              score_threshold=args.score_threshold)
-    predictor = Predictor.from_checkpoint(args.weights, options, args.device)
+    try:
+        predictor = Predictor.from_checkpoint(args.weights, options, args.device, args.backend)
+    except (ValueError, OSError) as exc:  # a bad checkpoint / exported model: the message names the file
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     out = Path(args.out)
     scans = find_scans(args.input)
     rows, failed = [], 0

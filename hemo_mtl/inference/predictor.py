@@ -34,6 +34,7 @@ from ..data.dataset import context_index
 from ..data.io import DataError, load_dicom_series, load_display_image, load_nifti
 from ..data.windowing import check_hu_range, stack_windows
 from ..models.tta import eval_forward, merge_detections
+from .backends import Backend, TorchBackend, load_backend
 from .postprocess import clean_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -241,7 +242,7 @@ class Predictor:
 
     def __init__(self, model, config: dict, cascade: dict | None = None, options: PredictOptions | None = None,
                  device: str | torch.device = "cpu", weights_sha256: str | None = None):
-        self.model = model.eval()
+        """``model``: an ``nn.Module`` (run by ``TorchBackend``) or any ``Backend`` (an exported graph)."""
         self.config = config
         self.cascade = dict(cascade or {})
         self.options = options or PredictOptions()
@@ -249,15 +250,19 @@ class Predictor:
         self.windows = tuple(config["data"]["windows"])
         self.image_size = int(config["data"]["image_size"])
         self.context_slices = int(config["data"].get("context_slices") or 0)
-        if self.options.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.backend = model if isinstance(model, Backend) else TorchBackend(model, device, self.options.channels_last)
+        self.model = self.backend.module  # the torch model, None for an exported graph
         self.weights_sha256 = weights_sha256
         self.config_sha256 = sha256_config(config)
 
     @classmethod
-    def from_checkpoint(cls, weights, options: PredictOptions | None = None, device="cpu") -> "Predictor":
-        model, state = load_model(weights, device)
-        return cls(model, state["config"], state.get("cascade"), options, device, sha256_file(weights))
+    def from_checkpoint(cls, weights, options: PredictOptions | None = None, device="cpu",
+                        backend: str | None = None) -> "Predictor":
+        """``weights``: a model_final.pth, or an exported model (``backend`` onnxruntime/torchscript, by
+        default inferred from the file name) whose sidecar holds the config and cascade."""
+        options = options or PredictOptions()
+        runner, config, cascade = load_backend(weights, backend, device, options.channels_last)
+        return cls(runner, config, cascade, options, device, sha256_file(weights))
 
     @property
     def gate_threshold(self) -> float | None:
@@ -281,18 +286,13 @@ class Predictor:
                 for s in scan.slices]
 
     # ------------------------------------------------------------------ model passes
-    def _model_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device)
-        return x.contiguous(memory_format=torch.channels_last) if self.options.channels_last else x
-
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> dict:
         """Model outputs for (B, C, S, S), gated when the checkpoint says so (the gated heads then run only
         on the slices that pass), or with the mirrored pass (``flip_tta``: gated on the averaged p(any))."""
         thr = self.gate_threshold
         gate = None if thr is None else {"threshold": thr, "heads": tuple(self.cascade.get("heads", ("seg", "det")))}
-        batch = {"image": self._model_input(x)}
-        out = eval_forward(self.model, batch, gate, self.options.flip_tta)
+        out = eval_forward(self.backend, {"image": x}, gate, self.options.flip_tta)
         out = {k: (v.float().cpu() if torch.is_tensor(v) and v.is_floating_point() else
                    v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
         if "instances" in out:
@@ -301,7 +301,7 @@ class Predictor:
 
     def _run_batches(self, x: torch.Tensor) -> dict:
         """All of ``x`` through the model ``batch_size`` slices at a time; outputs concatenated."""
-        with score_floor(self.model, self.options.score_threshold):
+        with self.backend.predicting(self.options.score_threshold):
             parts = [self._forward(x[i:i + self.options.batch_size])
                      for i in range(0, len(x), self.options.batch_size)]
         out: dict = {}
