@@ -9,7 +9,8 @@
 --input is a NIfTI file, a DICOM series folder, a folder of PNG/JPG slices, or a folder holding any
 of these (one scan per NIfTI file / sub-folder). Per scan, OUT/<scan name>/ gets slices.csv,
 summary.json, mask.nii.gz (input shape + affine; image folders: masks/*.png), detections.json (COCO
-results, image_id = slice index + 1) and overlay.png; OUT/summary.csv has one row per scan. A bad scan
+results, image_id = slice index + 1) and overlay.png (--dicom-seg: seg.dcm on DICOM series inputs);
+OUT/summary.csv has one row per scan. A bad scan
 prints one line naming the file and the problem; the others go on. Exit status 1 if any scan failed.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tqdm import tqdm  # noqa: E402
 from hemo_mtl.atomic import atomic_path  # noqa: E402
 from hemo_mtl.inference import PredictOptions, Predictor, find_scans, load_scan, write_scan_outputs  # noqa: E402
 from hemo_mtl.inference.backends import BACKENDS  # noqa: E402
+from hemo_mtl.inference.dicom_seg import build_dicom_seg, dicom_sources, write_dicom_seg  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-voxels", type=int, default=0, help="drop 3D lesions smaller than this")
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="DICOM series inputs: also write seg.dcm, a DICOM Segmentation on the source series (extra 'dicom')")
     return p.parse_args(argv)
 
 
@@ -82,7 +86,13 @@ def main(argv=None) -> int:
         name = scan_name(path)
         try:
             scan = load_scan(path)
-            summary = write_scan_outputs(out / name, scan, predictor.predict(scan), predictor)
+            sources = dicom_sources(scan) if args.dicom_seg else None  # input type and geometry checked first
+            pred = predictor.predict(scan)
+            extra = {}
+            if args.dicom_seg:  # built before anything of this scan is written
+                seg = build_dicom_seg(scan, pred.mask, sources)
+                extra["seg.dcm"] = lambda p, seg=seg: write_dicom_seg(seg, p)
+            summary = write_scan_outputs(out / name, scan, pred, predictor, extra)
         except (ValueError, OSError) as exc:  # DataError is a ValueError; messages name the file
             failed += 1
             message = " ".join(str(exc).split())

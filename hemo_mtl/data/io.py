@@ -31,6 +31,7 @@ class Volume:
     affine: np.ndarray  # 4x4 voxel -> RAS mm
     path: str
     kind: str = "hu"  # "hu" or "display"
+    files: list[str] | None = None  # DICOM series: the file of each slice, in volume (z) order
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -174,7 +175,7 @@ def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: floa
     lps[:3, 2] = normal * step
     lps[:3, 3] = positions[order[0]]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
-    return Volume(data=data, affine=affine, path=str(folder))
+    return Volume(data=data, affine=affine, path=str(folder), files=[str(f) for f, _ in headers])
 
 
 # ----------------------------------------------------------------------------------------- 2D images

@@ -117,8 +117,9 @@ def overlay(scan, pred, max_tiles: int = 16, tile: int = 256) -> np.ndarray:
     return canvas
 
 
-def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
-    """Write every output of one scan into ``out_dir`` all at once (temp folder + rename); returns the summary."""
+def write_scan_outputs(out_dir, scan, pred, predictor, extra_files: dict | None = None) -> dict:
+    """Write every output of one scan into ``out_dir`` all at once (temp folder + rename); returns the summary.
+    ``extra_files``: {name: write(path)} for further outputs (seg.dcm), written into the same temp folder."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -134,6 +135,8 @@ def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
             for name, m in zip(scan.names, pred.mask):
                 Image.fromarray(m.astype(np.uint8)).save(tmp / "masks" / f"{Path(name).stem}.png")
         Image.fromarray(overlay(scan, pred)).save(tmp / "overlay.png", compress_level=1)  # 6 (default) costs ~0.2 s
+        for name, write in (extra_files or {}).items():
+            write(tmp / name)
         os.chmod(tmp, 0o755)
         if out_dir.exists():  # swap: the old outputs leave only once the new ones are complete
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))

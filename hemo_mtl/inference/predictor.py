@@ -67,6 +67,7 @@ class Scan:
     slices: np.ndarray | list[np.ndarray]  # (X, Y, Z) float32 HU, or list of (H, W) uint8
     affine: np.ndarray | None = None
     names: list[str] | None = None  # slice file names (image folders)
+    files: list[str] | None = None  # DICOM series: each slice's file, in z order (DICOM-SEG references them)
 
     @property
     def num_slices(self) -> int:
@@ -105,7 +106,7 @@ def load_scan(path) -> Scan:
         return Scan(str(path), "display", [load_display_image(p) for p in images], None, [p.name for p in images])
     vol = load_dicom_series(path)
     check_hu_range(vol.data, str(path))
-    return Scan(str(path), "hu", vol.data, vol.affine)
+    return Scan(str(path), "hu", vol.data, vol.affine, files=vol.files)
 
 
 def find_scans(path) -> list[Path]:
