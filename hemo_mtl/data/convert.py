@@ -23,7 +23,7 @@ from .sources import scan_source
 from .splits import SPLIT_NAMES, make_splits, save_splits
 from .windowing import parse_window, stack_windows
 
-FORMATS = ("manifest", "png", "coco", "yolo")
+FORMATS = ("manifest", "png", "coco", "yolo", "nnunet")
 
 
 class ConversionError(RuntimeError):
@@ -121,6 +121,7 @@ def convert_dataset(
     min_area: int = 1,
     per_volume: bool = False,
     progress: bool = True,
+    nnunet_channels: str = "hu",
 ) -> dict:
     """Convert one dataset; returns the report that is also written as conversion_report.json."""
     start = time.perf_counter()
@@ -150,6 +151,12 @@ def convert_dataset(
         exports = _export(frame, scan, split_of, out_dir, windows, formats, workers, bits, seg_format,
                           min_area, per_volume, split_seed, source, progress)
         skipped += exports.pop("errors")
+    if "nnunet" in formats:  # HU volumes: the windows name the channels only with nnunet_channels="windows"
+        from converters.nnunet import export_nnunet
+
+        exports["nnunet"] = export_nnunet(frame, splits, out_dir, name=source, windows=windows,
+                                          channels=nnunet_channels, source=source)
+        skipped += exports["nnunet"]["skipped"]
     report = _report(frame, splits, split_of, scan, skipped, source, input_path, windows, formats, exports)
     report["seconds"] = round(time.perf_counter() - start, 3)
     report["slices_per_second"] = round(len(frame) / max(report["seconds"], 1e-9), 1)
