@@ -23,7 +23,6 @@ existing dataset folder is never replaced.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -155,7 +154,6 @@ def export_nnunet(frame, splits: dict, out_dir, dataset_id: int = 501, name: str
             "name": folder,
             "description": f"hemo-mtl export of {source or 'a converted dataset'}: the manifest's cases, "
                            f"split as its splits.json (splits_final.json in nnUNet_preprocessed)",
-            "channels": channels,
         })
         os.replace(tmp, raw)
     except BaseException:
@@ -180,7 +178,3 @@ def splits_final(splits: dict, cases: dict, case_patient: dict) -> list[dict]:
                         "val": [c for c in trainable if case_patient[c] in members]})
         return out
     return [{"train": sorted(cases["train"]), "val": sorted(cases["val"])}]
-
-
-def read_dataset_json(folder) -> dict:
-    return json.loads((Path(folder) / "dataset.json").read_text())

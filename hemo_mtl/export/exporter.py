@@ -56,6 +56,7 @@ def export_checkpoint(weights, fmt: str, out_dir, force: bool = False) -> Export
         raise ExportError(f"unknown export format {fmt!r}; choose one of {sorted(FORMATS)}")
     if fmt == "onnx":
         try:
+            import onnxruntime  # noqa: F401  (reads the file back for the parity check)
             import onnxscript  # noqa: F401  (the dynamo exporter's translator)
         except ImportError as exc:
             raise ExportError("ONNX export needs the 'onnx' extra: pip install 'hemo-mtl[onnx]'") from exc

@@ -80,6 +80,7 @@ def dicom_sources(scan) -> list:
     if not scan.files:
         raise DataError(f"{scan.path}: --dicom-seg needs a DICOM series input (this is "
                         f"{'a NIfTI file' if scan.kind == 'hu' else 'a folder of display images'})")
+    _highdicom()  # the extra is checked before the model runs
     import pydicom
 
     sources = [pydicom.dcmread(f) for f in scan.files]
