@@ -41,7 +41,13 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "pytest-xdist>=3.5"],
+        # the exporters' and DICOM-SEG's consumers read our outputs in the tests: CI installs them
+        "dev": ["pytest>=7.4", "pytest-xdist>=3.5", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2",
+                "highdicom>=0.22"],
+        # ONNX export (torch.onnx dynamo exporter needs onnxscript) and the onnxruntime predict backend
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
+        # DICOM-SEG output of tools/predict.py --dicom-seg
+        "dicom": ["highdicom>=0.22"],
         # ultralytics is AGPL-3.0: optional, imported lazily, never required by the core.
         "yolo": ["ultralytics>=8.3,<9"],  # its Segment head and v8SegmentationLoss are internal API
     },

@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--val", type=float, default=0.1, help="validation fraction of patients")
     p.add_argument("--test", type=float, default=0.2, help="test fraction of patients")
     p.add_argument("--folds", type=int, default=0, help="also make K cross-validation folds of the non-test patients")
-    p.add_argument("--formats", default="manifest", help="comma list of manifest,png,coco,yolo")
+    p.add_argument("--formats", default="manifest", help="comma list of manifest,png,coco,yolo,nnunet (nnunet: HU volumes -> nnUNet_raw/Dataset501_<source>, docs/interop.md)")
     p.add_argument("--png-bits", type=int, choices=(8, 16), default=8, help="8: windowed; 16: HU + 32768")
     p.add_argument("--seg-format", choices=("auto", "polygon", "rle"), default="auto")
     p.add_argument("--min-area", type=int, default=1, help="components below this many pixels are left out (and reported)")

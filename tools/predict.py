@@ -4,16 +4,17 @@
     python tools/predict.py --weights runs/demo/model_final.pth --input scan.nii.gz --out preds/
     python tools/predict.py --weights RUN/model_final.pth --input dicom_series_folder/ --out preds/
     python tools/predict.py --weights RUN/model_final.pth --input folder_of_scans/ --out preds/ --flip-tta
+    python tools/predict.py --weights exported/model.onnx --input scan.nii.gz --out preds/   # onnxruntime
 
 --input is a NIfTI file, a DICOM series folder, a folder of PNG/JPG slices, or a folder holding any
 of these (one scan per NIfTI file / sub-folder). Per scan, OUT/<scan name>/ gets slices.csv,
 summary.json, mask.nii.gz (input shape + affine; image folders: masks/*.png), detections.json (COCO
 results, image_id = slice index + 1), lesions.csv (one row per 3D lesion) and overlay.png (docs/predictions.md
-tells how to read them); OUT/summary.csv has one row per scan. Scan names are the file names without
-.nii/.nii.gz, or the whole file name where two would be equal (``scan/``, ``scan.nii`` and ``scan.nii.gz``
-give three folders). A bad scan prints one line naming the file and the problem; the others go on, and
-summary.csv is always written. Exit status 1 if any scan failed, 2 for a bad checkpoint, option or output
-folder.
+tells how to read them; --dicom-seg: seg.dcm on DICOM series inputs); OUT/summary.csv has one row per
+scan. Scan names are the file names without .nii/.nii.gz, or the whole file name where two would be equal
+(``scan/``, ``scan.nii`` and ``scan.nii.gz`` give three folders). A bad scan prints one line naming the
+file and the problem; the others go on, and summary.csv is always written. Exit status 1 if any scan
+failed, 2 for a bad checkpoint, option or output folder.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ from tqdm import tqdm  # noqa: E402
 from hemo_mtl.atomic import atomic_path  # noqa: E402
 from hemo_mtl.cli_errors import one_line, run_main  # noqa: E402
 from hemo_mtl.inference import PredictOptions, Predictor, find_scans, load_scan, write_scan_outputs  # noqa: E402
+from hemo_mtl.inference.backends import BACKENDS  # noqa: E402
+from hemo_mtl.inference.dicom_seg import build_dicom_seg, dicom_sources, write_dicom_seg  # noqa: E402
 from hemo_mtl.paths import confined, safe_component  # noqa: E402
 
 
@@ -58,7 +61,9 @@ POSITIVE, NONNEGATIVE, PROBABILITY = _number(int, 0, low_open=True), _number(int
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="RUN/model_final.pth")
+    p.add_argument("--weights", required=True, help="RUN/model_final.pth, or an exported model.onnx / model.torchscript.pt")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="runtime (default: from --weights: .onnx -> onnxruntime, .torchscript.pt -> torchscript, else torch)")
     p.add_argument("--input", required=True, help="NIfTI file, DICOM folder, PNG/JPG folder, or a folder of scans")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.add_argument("--device", default="cpu")
@@ -77,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-voxels", type=NONNEGATIVE, default=0, help="drop 3D lesions smaller than this")
     p.add_argument("--score-threshold", type=PROBABILITY, default=0.5)
     p.add_argument("--threads", type=POSITIVE, default=None, help="torch CPU threads")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="DICOM series inputs: also write seg.dcm, a DICOM Segmentation on the source series (extra 'dicom')")
     return p.parse_args(argv)
 
 
@@ -123,7 +130,7 @@ def main(argv=None) -> int:
                              score_threshold=args.score_threshold)
     if not Path(args.input).exists():
         raise FileNotFoundError(2, "input not found", args.input)
-    predictor = Predictor.from_checkpoint(args.weights, options, args.device)
+    predictor = Predictor.from_checkpoint(args.weights, options, args.device, args.backend)
     out = writable_folder(Path(args.out))
     scans = find_scans(args.input)
     rows, failed = [], 0
@@ -132,7 +139,13 @@ def main(argv=None) -> int:
                                file=sys.stderr):
             try:
                 scan = load_scan(path)
-                summary = write_scan_outputs(confined(out, name), scan, predictor.predict(scan), predictor)
+                sources = dicom_sources(scan) if args.dicom_seg else None  # input type and geometry checked first
+                pred = predictor.predict(scan)
+                extra = {}
+                if args.dicom_seg:  # built before anything of this scan is written
+                    seg = build_dicom_seg(scan, pred.mask, sources)
+                    extra["seg.dcm"] = lambda p, seg=seg: write_dicom_seg(seg, p)
+                summary = write_scan_outputs(confined(out, name), scan, pred, predictor, extra)
             except (ValueError, OSError) as exc:  # DataError is a ValueError; messages name the file
                 failed += 1
                 message = one_line(exc)

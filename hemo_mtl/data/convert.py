@@ -29,7 +29,7 @@ from .sources import scan_source
 from .splits import SPLIT_NAMES, make_splits, save_splits
 from .windowing import parse_window_list, stack_windows
 
-FORMATS = ("manifest", "png", "coco", "yolo")
+FORMATS = ("manifest", "png", "coco", "yolo", "nnunet")
 
 
 class ConversionError(RuntimeError):
@@ -143,6 +143,7 @@ def convert_dataset(
     per_volume: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    nnunet_channels: str = "hu",
 ) -> dict:
     """Convert one dataset; returns the report that is also written as conversion_report.json.
 
@@ -188,6 +189,12 @@ def convert_dataset(
             if exports.get("yolo"):
                 _relocate_yolo(work / "yolo", out_dir / "yolo")
                 exports["yolo"] = _relocate(exports["yolo"], str(work.resolve()), str(out_dir.resolve()))
+        if "nnunet" in formats:  # HU volumes: the windows name the channels only with nnunet_channels="windows"
+            from converters.nnunet import export_nnunet
+
+            exports["nnunet"] = export_nnunet(frame, splits, work, name=source, windows=windows,
+                                              channels=nnunet_channels, source=source)
+            skipped += exports["nnunet"]["skipped"]
         if strict and skipped:
             raise ConversionError(f"--strict: {len(skipped)} bad item(s), first: {skipped[0]['item']}: {skipped[0]['reason']}")
         report = _report(frame, splits, split_of, scan, skipped, source, input_path, windows, formats, exports)

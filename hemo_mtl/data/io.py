@@ -36,6 +36,7 @@ class Volume:
     affine: np.ndarray  # 4x4 voxel -> RAS mm
     path: str
     kind: str = "hu"  # "hu" or "display"
+    files: list[str] | None = None  # DICOM series: the file of each slice, in volume (z) order
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -249,7 +250,7 @@ def load_dicom_series(folder, series_uid: str | None = None, gap_tolerance: floa
     lps[:3, 2] = normal * step
     lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
-    return Volume(data=data, affine=affine, path=str(folder))
+    return Volume(data=data, affine=affine, path=str(folder), files=[str(f) for f, _ in headers])
 
 
 def _untilt(data: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray) -> np.ndarray:

@@ -130,8 +130,9 @@ def mask_file_names(names: list[str]) -> list[str]:
             for n in names]
 
 
-def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
-    """Write every output of one scan into ``out_dir`` all at once (temp folder + rename); returns the summary."""
+def write_scan_outputs(out_dir, scan, pred, predictor, extra_files: dict | None = None) -> dict:
+    """Write every output of one scan into ``out_dir`` all at once (temp folder + rename); returns the summary.
+    ``extra_files``: {name: write(path)} for further outputs (seg.dcm), written into the same temp folder."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -171,6 +172,8 @@ def write_scan_outputs(out_dir, scan, pred, predictor) -> dict:
                 Image.fromarray(m.astype(np.uint8)).save(tmp / "masks" / name)
         Image.fromarray(overlay(scan, pred, subtype_threshold=predictor.options.subtype_threshold,
                                 title=Path(scan.path).name)).save(tmp / "overlay.png", compress_level=1)  # 6 (default) costs ~0.2 s
+        for name, write in (extra_files or {}).items():
+            write(tmp / name)
         os.chmod(tmp, 0o755)
         if out_dir.exists():  # swap: the old outputs leave only once the new ones are complete
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))

@@ -36,6 +36,7 @@ from ..data.patches import window_grid
 from ..data.windowing import check_hu_range, stack_windows
 from ..models.gating import CascadeGate
 from ..models.tta import eval_forward, merge_detections
+from .backends import Backend, TorchBackend, load_backend
 from .postprocess import clean_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -70,6 +71,7 @@ class Scan:
     slices: np.ndarray | list[np.ndarray]  # (X, Y, Z) float32 HU, or list of (H, W) uint8
     affine: np.ndarray | None = None
     names: list[str] | None = None  # slice file names (image folders)
+    files: list[str] | None = None  # DICOM series: each slice's file, in z order (DICOM-SEG references them)
 
     @property
     def num_slices(self) -> int:
@@ -113,7 +115,7 @@ def load_scan(path) -> Scan:
     vol = load_dicom_series(path)
     check_hu_range(vol.data, str(path))
     check_affine(vol.affine, str(path))
-    return Scan(str(path), "hu", vol.data, vol.affine)
+    return Scan(str(path), "hu", vol.data, vol.affine, files=vol.files)
 
 
 def check_affine(affine, path: str) -> None:
@@ -266,7 +268,7 @@ class Predictor:
     def __init__(self, model, config: dict, cascade: dict | None = None, options: PredictOptions | None = None,
                  device: str | torch.device = "cpu", weights_sha256: str | None = None,
                  temperature: list[float] | None = None):
-        self.model = model.eval()
+        """``model``: an ``nn.Module`` (run by ``TorchBackend``) or any ``Backend`` (an exported graph)."""
         self.temperature = temperature  # per label, fitted on validation (hemo_mtl.evaluation.calibration)
         self.config = config
         self.gate = CascadeGate.from_state(cascade)  # the checkpoint's "cascade" state
@@ -275,18 +277,21 @@ class Predictor:
         self.windows = tuple(config["data"]["windows"])
         self.image_size = int(config["data"]["image_size"])
         self.context_slices = int(config["data"].get("context_slices") or 0)
-        if self.options.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.backend = model if isinstance(model, Backend) else TorchBackend(model, device, self.options.channels_last)
+        self.model = self.backend.module  # the torch model, None for an exported graph
         self.weights_sha256 = weights_sha256
         self.config_sha256 = sha256_config(config)
 
     @classmethod
-    def from_checkpoint(cls, weights, options: PredictOptions | None = None, device="cpu") -> "Predictor":
+    def from_checkpoint(cls, weights, options: PredictOptions | None = None, device="cpu",
+                        backend: str | None = None) -> "Predictor":
+        """``weights``: a model_final.pth, or an exported model (``backend`` onnxruntime/torchscript, by
+        default inferred from the file name) whose sidecar holds the config, cascade and calibration."""
         from ..evaluation.calibration import checkpoint_temperature
 
-        model, state = load_model(weights, device)
-        return cls(model, state["config"], state.get("cascade"), options, device, sha256_file(weights),
-                   checkpoint_temperature(state))
+        options = options or PredictOptions()
+        runner, config, cascade, state = load_backend(weights, backend, device, options.channels_last)
+        return cls(runner, config, cascade, options, device, sha256_file(weights), checkpoint_temperature(state))
 
     num_members = 1  # models averaged per pass (an ensemble has more)
 
@@ -322,16 +327,11 @@ class Predictor:
                 for s in scan.slices]
 
     # ------------------------------------------------------------------ model passes
-    def _model_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device)
-        return x.contiguous(memory_format=torch.channels_last) if self.options.channels_last else x
-
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> dict:
         """Model outputs for (B, C, S, S), gated when the checkpoint says so (the gated heads then run only
         on the slices that pass), or with the mirrored pass (``flip_tta``: gated on the averaged p(any))."""
-        batch = {"image": self._model_input(x)}
-        out = eval_forward(self.model, batch, self.active_gate, self.options.flip_tta)
+        out = eval_forward(self.backend, {"image": x}, self.active_gate, self.options.flip_tta)
         out = {k: (v.float().cpu() if torch.is_tensor(v) and v.is_floating_point() else
                    v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
         if "instances" in out:
@@ -340,7 +340,7 @@ class Predictor:
 
     def _run_batches(self, x: torch.Tensor) -> dict:
         """All of ``x`` through the model ``batch_size`` slices at a time; outputs concatenated."""
-        with score_floor(self.model, self.options.score_threshold):
+        with self.backend.predicting(self.options.score_threshold):
             parts = [self._forward(x[i:i + self.options.batch_size])
                      for i in range(0, len(x), self.options.batch_size)]
         out: dict = {}

@@ -2,23 +2,30 @@
 
 For each backbone, times forward+backward of one batch (default 8x1x256x256, CPU) for the multi-task
 model (cls + seg + Mask R-CNN) and for the three single-task models on the same backbone, and reports
-parameters and peak memory. Each model runs in its own spawned process so its peak RSS
+parameters and peak memory. Each model runs in its own process so its peak RSS
 (``resource.getrusage``) is its own; "step MB" is the rise of that high-water mark over the
-process's RSS after building the model and batch. Target: multi-task step <= 0.6 x the sum of the
-three single-task steps.
+process's RSS after building the model and batch. The four models of a backbone are alive together
+and their timed steps interleave (multi, cls, seg, det, multi, ...): a ratio of medians taken one
+configuration after another would mostly measure how the machine's load changed in between.
+Target: multi-task step <= 0.6 x the sum of the three single-task steps.
 
-    python tools/benchmarks/model.py --backbones resnet18 resnet50 mobilevit_s --repeats 3
+    python tools/benchmark.py model --backbones resnet18 resnet50 mobilevit_s --repeats 5
 """
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
 
 VARIANTS = {
     "multi": ("cls", "seg", "det"),
@@ -81,15 +88,16 @@ def _current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(args: dict) -> dict:
-    """Runs in a fresh process: build, warm up, time ``repeats`` forward+backward steps."""
+def worker(args: dict) -> None:
+    """One model in its own process (``--worker``): build, warm up, then time one forward+backward step per
+    ``step`` line on stdin, answering one json line each; ``done`` answers with the model's figures."""
     import torch
 
     torch.set_num_threads(args["threads"])
     torch.manual_seed(0)
     from hemo_mtl.models import build_model, count_parameters
 
-    model = build_model(model_cfg(args["backbone"], args["heads"], args["in_chans"], args["fpn_channels"]))
+    model = build_model(model_cfg(args["backbone"], tuple(args["heads"]), args["in_chans"], args["fpn_channels"]))
     model.train()
     batch = synthetic_batch(args["batch"], args["size"], args["in_chans"])
     before = _current_rss_mb()
@@ -102,43 +110,86 @@ def measure(args: dict) -> dict:
 
     for _ in range(args["warmup"]):
         step()
-    times = []
-    for _ in range(args["repeats"]):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    peak = _rss_mb()
-    return {
-        "backbone": args["backbone"], "variant": args["variant"], "params_m": count_parameters(model) / 1e6,
-        "step_s": sorted(times)[len(times) // 2], "step_min_s": min(times),
-        "peak_rss_mb": peak, "step_mb": max(peak - before, 0.0),
-    }
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "step":
+            t0 = time.perf_counter()
+            step()
+            print(json.dumps({"step_s": time.perf_counter() - t0}), flush=True)
+        elif line.strip() == "done":
+            peak = _rss_mb()
+            print(json.dumps({"params_m": count_parameters(model) / 1e6, "peak_rss_mb": peak,
+                              "step_mb": max(peak - before, 0.0)}), flush=True)
+            return
+
+
+class Worker:
+    """A ``worker`` process driven over pipes: each model keeps its own peak RSS, and the parent decides the
+    order of the timed steps."""
+
+    def __init__(self, args: dict):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(args)], cwd=REPO, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, command: str | None = None) -> dict:
+        if command:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker exited with status {self.proc.wait()}")
+        return json.loads(line)
+
+    def close(self) -> dict:
+        info = self.ask("done")
+        self.proc.stdin.close()
+        self.proc.wait()
+        return info
 
 
 def run(backbones, batch=8, size=256, in_chans=1, fpn_channels=128, repeats=3, warmup=1, threads=2) -> list[dict]:
-    ctx = mp.get_context("spawn")
+    """Per backbone, the four models live side by side (one process each) and their timed steps alternate
+    multi, cls, seg, det, multi, cls, ... so load from other processes hits every term of the ratio alike;
+    each model's median and min over its ``repeats`` steps are reported."""
     rows = []
     for backbone in backbones:
-        for variant, heads in VARIANTS.items():
-            args = dict(backbone=backbone, variant=variant, heads=heads, batch=batch, size=size,
-                        in_chans=in_chans, fpn_channels=fpn_channels, repeats=repeats, warmup=warmup,
-                        threads=threads)
-            with ctx.Pool(1) as pool:
-                row = pool.apply(measure, (args,))
-            print(f"{backbone:>14} {variant:>5}: {row['step_s']:.2f} s/step", flush=True)
-            rows.append(row)
+        workers = {}
+        try:
+            for variant, heads in VARIANTS.items():
+                workers[variant] = Worker(dict(backbone=backbone, variant=variant, heads=heads, batch=batch, size=size,
+                                               in_chans=in_chans, fpn_channels=fpn_channels, warmup=warmup,
+                                               threads=threads))
+            for w in workers.values():
+                w.ask()  # ready: built and warmed up
+            times = {variant: [] for variant in workers}
+            for _ in range(repeats):
+                for variant, w in workers.items():
+                    times[variant].append(w.ask("step")["step_s"])
+            for variant, w in workers.items():
+                info = w.close()
+                t = sorted(times[variant])
+                rows.append({"backbone": backbone, "variant": variant, **info, "step_s": float(np.median(t)),
+                             "step_min_s": t[0], "repeats": len(t)})
+                print(f"{backbone:>14} {variant:>5}: {rows[-1]['step_s']:.2f} s/step (median of {len(t)})", flush=True)
+        finally:
+            for w in workers.values():
+                if w.proc.poll() is None:
+                    w.proc.kill()
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| backbone | model | params (M) | fwd+bwd s/step (median) | peak RSS MB | step MB | multi / sum(single) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | model | params (M) | fwd+bwd s/step (median) | min | peak RSS MB | step MB | "
+             "multi / sum(single), median (min) |", "|---|---|---|---|---|---|---|---|"]
     for backbone in dict.fromkeys(r["backbone"] for r in rows):
         group = {r["variant"]: r for r in rows if r["backbone"] == backbone}
         single = sum(group[v]["step_s"] for v in ("cls", "seg", "det") if v in group)
+        single_min = sum(group[v]["step_min_s"] for v in ("cls", "seg", "det") if v in group)
         for variant, r in group.items():
-            ratio = f"{r['step_s'] / single:.2f}" if variant == "multi" and single else ""
-            lines.append(f"| {backbone} | {variant} | {r['params_m']:.1f} | {r['step_s']:.2f} | "
+            ratio = (f"{r['step_s'] / single:.2f} ({r['step_min_s'] / single_min:.2f})"
+                     if variant == "multi" and single else "")
+            lines.append(f"| {backbone} | {variant} | {r['params_m']:.1f} | {r['step_s']:.2f} | {r['step_min_s']:.2f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['step_mb']:.0f} | {ratio} |")
     return "\n".join(lines)
 
@@ -152,18 +203,25 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def main(argv=None) -> list[dict]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        worker(json.loads(argv[1]))
+        return []
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50", "mobilevit_s"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--in-chans", type=int, default=1)
     p.add_argument("--fpn-channels", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="also write the rows as json here")
     a = p.parse_args(argv)
+    load = os.getloadavg()[0]
     rows = run(a.backbones, a.batch, a.size, a.in_chans, a.fpn_channels, a.repeats, a.warmup, a.threads)
+    print(f"{a.threads} threads, steps interleaved across the four models; load average (1 min) {load:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
     print(table(rows))
     if a.out:
         _write_atomic(a.out, json.dumps(rows, indent=2))

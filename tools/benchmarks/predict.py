@@ -1,10 +1,14 @@
 #!/usr/bin/env python
-"""Predictor throughput on one volume: batched vs a per-slice loop, and where the time goes.
+"""Predictor throughput on one volume: torch vs onnxruntime, batched vs a per-slice loop, where the time goes.
 
     python tools/benchmark.py predict                       # 512x512x32, configs/demo.yaml model
     python tools/benchmark.py predict --size 256 --slices 16 --weights RUN/model_final.pth
+    python tools/benchmark.py predict --no-per-slice        # the backends only
 
-Writes a synthetic head-like HU volume as an int16 NIfTI (how CT is stored), then times three modes:
+Writes a synthetic head-like HU volume as an int16 NIfTI (how CT is stored), then times these modes,
+each run interleaved with the others (A B C A B C ...; a ratio is of the fastest and of the median runs):
+- ``torch cls+seg`` / ``onnxruntime cls+seg``: the model exported to ONNX (its exportable heads) run by
+  onnxruntime, next to the same heads in torch eager: the same pipeline, only the model call differs;
 - ``batched``: the predictor as shipped, ``--batch`` slices per forward, every stage on the whole volume;
 - ``per-slice forward``: the same pipeline with ``batch_size=1`` (only the model runs slice by slice);
 - ``per-slice loop``: what the batched predictor replaces, each slice windowed, resized, run and
@@ -118,6 +122,33 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def exported_predictor(args, base: Predictor, tmp: Path, options: PredictOptions) -> Predictor:
+    """``base``'s model exported to ONNX (its exportable heads) and run by onnxruntime."""
+    from hemo_mtl.export import export_checkpoint
+
+    weights = args.weights
+    if not weights:  # the random-init --config model, as a checkpoint the exporter reads
+        weights = tmp / "model_final.pth"
+        torch.save({"model": base.model.state_dict(), "config": base.config, "cascade": base.cascade}, weights)
+    result = export_checkpoint(weights, "onnx", tmp / "onnx")
+    return Predictor.from_checkpoint(result.model_path, options, backend="onnxruntime")
+
+
+def same_heads(predictor: Predictor, heads) -> Predictor:
+    """The torch predictor restricted to ``heads`` (what the exported graph holds), same weights."""
+    model = copy.deepcopy(predictor.model)
+    model.set_active_heads(heads)
+    return Predictor(model, predictor.config, predictor.cascade, predictor.options, weights_sha256=predictor.weights_sha256)
+
+
+def ratio_line(runs: dict, a: str, b: str, stage: str) -> str:
+    """a's speed over b's for ``stage`` ("model" or "total"), from the interleaved runs: min and median."""
+    def stage_s(rows):
+        return [r["io"] + r["preprocess"] + r["model"] + r["postprocess"] if stage == "total" else r[stage] for r in rows]
+    ta, tb = stage_s(runs[a]), stage_s(runs[b])
+    return f"{min(tb) / min(ta):.2f}x (min), {float(np.median(tb)) / float(np.median(ta)):.2f}x (median)"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=512)
@@ -126,36 +157,56 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
     p.add_argument("--image-size", type=int, default=None, help="override data.image_size of --config")
     p.add_argument("--weights", default=None, help="a model_final.pth instead of a random-init --config model")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"],
+                   help="onnxruntime: the model exported to ONNX, next to torch on the same heads")
+    p.add_argument("--no-per-slice", action="store_true", help="skip the per-slice modes")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as json here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    modes = {f"batched ({a.batch}/forward)": (a.batch, False), "per-slice forward": (1, False),
-             "per-slice loop": (1, True)}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "volume.nii.gz"
+        tmp = Path(tmp)
+        path = tmp / "volume.nii.gz"
         nib.save(nib.Nifti1Image(synthetic_volume(a.size, a.slices), np.diag([0.45, 0.45, 5.0, 1.0])), str(path))
-        predictors = {mode: build_predictor(a, PredictOptions(batch_size=batch)) for mode, (batch, _) in modes.items()}
+        batched = f"torch, batched ({a.batch}/forward)"
+        base = build_predictor(a, PredictOptions(batch_size=a.batch))
+        predictors, loops = {batched: base}, {batched: False}
+        if not a.no_per_slice:
+            for mode, loop in (("torch, per-slice forward", False), ("torch, per-slice loop", True)):
+                predictors[mode] = Predictor(base.model, base.config, base.cascade, PredictOptions(batch_size=1))
+                loops[mode] = loop
+        pairs = []
+        if "onnxruntime" in a.backends:
+            ort = exported_predictor(a, base, tmp, PredictOptions(batch_size=a.batch))
+            heads = sorted(ort.backend.sidecar["heads"])
+            torch_same = f"torch {'+'.join(heads)}, batched"
+            ort_mode = f"onnxruntime {'+'.join(heads)}, batched"
+            predictors[torch_same], loops[torch_same] = same_heads(base, heads), False
+            predictors[ort_mode], loops[ort_mode] = ort, False
+            pairs.append((ort_mode, torch_same))
         for predictor in predictors.values():
             predictor.predict(load_scan(path))  # warm-up: allocator, lazy init
-        runs = {mode: [] for mode in modes}
+        runs = {mode: [] for mode in predictors}
         masks = {}
         for _ in range(a.repeats):  # modes interleaved: load from other processes hits all alike
             for mode, predictor in predictors.items():
-                row, masks[mode] = time_once(predictor, path, Path(tmp) / "out", loop=modes[mode][1])
+                row, masks[mode] = time_once(predictor, path, tmp / "out", loop=loops[mode])
                 runs[mode].append(row)
     rows = [{"mode": mode, **best_row(r)} for mode, r in runs.items()]
-    first, *others = masks.values()
-    agree = min(float((first == m).mean()) for m in others)
-    print(f"volume {a.size}x{a.size}x{a.slices}, model input {predictor.image_size} px, {a.threads} threads, "
-          f"best of {a.repeats}; load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"volume {a.size}x{a.size}x{a.slices}, model input {base.image_size} px, {a.threads} threads, "
+          f"{a.repeats} interleaved runs per mode (table: the fastest); load average (1 min) {load_before[0]:.1f} "
+          f"before, {os.getloadavg()[0]:.1f} after")
     print(table(rows))
-    for other in rows[1:]:
-        print(f"batched vs {other['mode']}: {rows[0]['slices_per_s'] / other['slices_per_s']:.2f}x end to end, "
-              f"{rows[0]['model_slices_per_s'] / other['model_slices_per_s']:.2f}x model")
-    print(f"mask voxels equal to the batched mode's: {100 * agree:.3f}%")
+    for mode in list(predictors)[1:1 + 2 * (not a.no_per_slice)]:
+        print(f"{batched} vs {mode}: {ratio_line(runs, batched, mode, 'total')} end to end, "
+              f"{ratio_line(runs, batched, mode, 'model')} model")
+        print(f"  mask voxels equal to the batched mode's: {100 * float((masks[batched] == masks[mode]).mean()):.3f}%")
+    for fast, slow in pairs:
+        print(f"{fast} vs {slow}: {ratio_line(runs, fast, slow, 'model')} model stage, "
+              f"{ratio_line(runs, fast, slow, 'total')} end to end")
+        print(f"  mask voxels equal: {100 * float((masks[fast] == masks[slow]).mean()):.3f}%")
     if a.out:
         atomic_write_text(a.out, json.dumps(rows, indent=2))
     return 0
