@@ -7,7 +7,7 @@ from hemo_mtl.paths import UnsafePathError, confined, safe_component
 @pytest.mark.parametrize("value, expected", [
     ("049", "049"),
     ("ID_1a2b.3", "ID_1a2b.3"),
-    ("../../x", "___x"),
+    ("../../x", "____x"),  # ".._.._x", then each ".." -> "_"
     ("a/b\\c", "a_b_c"),
     (" p 1 ", "p_1"),
     ("..", "x"),

@@ -52,7 +52,7 @@ from hemo_mtl.evaluation.loop import evaluate  # noqa: E402
 from hemo_mtl.models.gating import CascadeGate  # noqa: E402
 from hemo_mtl.paths import safe_component  # noqa: E402
 
-# what a training run writes into its output_dir (data/ is the generated dataset, kept and reused)
+# what a training run writes into its output_dir (data/ and phantom/ are the generated dataset, kept and reused)
 RUN_FILES = ("config.yaml", "splits.json", "model_final.pth", "metrics.json", "final_metrics.json",
              "report.md", "epochs.json", "events.out.tfevents.*")
 RUN_DIRS = (CHECKPOINT_DIR, "report", "eval")

@@ -1,7 +1,9 @@
 """From the config's ``data`` section to datasets and loaders: the I/O edge of a training run.
 
-``data.root`` null -> a phantom is generated into ``output_dir/data`` on first use (write_phantom_dataset +
-convert_dataset("nifti", ...)) and reused afterwards while its parameters are unchanged.
+``data.root`` null -> a phantom is generated into ``output_dir/phantom`` and converted into
+``output_dir/data`` on first use (write_phantom_dataset + convert_dataset("nifti", ...)), and reused
+afterwards while its parameters are unchanged. The raw phantom sits beside the converted folder, not in
+it: a conversion replaces its output folder whole.
 ``data.root`` a converted folder (manifest.csv + splits.json) -> used as is.
 ``data.root`` raw data + ``data.source`` -> converted into ``output_dir/data`` first.
 """
@@ -18,6 +20,7 @@ from ..atomic import atomic_write_json
 from .distributed import DistInfo, barrier
 
 DATA_DIR = "data"
+PHANTOM_DIR = "phantom"
 PHANTOM_STAMP = "phantom.json"
 
 
@@ -43,11 +46,13 @@ def prepare_data_dir(cfg: Mapping, dist: DistInfo | None = None) -> Path:
             from ..data.phantom import write_phantom_dataset
 
             ph = data_cfg["phantom"]
-            if out.exists():
-                shutil.rmtree(out)
-            write_phantom_dataset(out / "phantom", patients=int(ph["patients"]), seed=int(ph["seed"]),
+            raw = Path(cfg["output_dir"]) / PHANTOM_DIR
+            for folder in (out, raw):
+                if folder.exists():
+                    shutil.rmtree(folder)
+            write_phantom_dataset(raw, patients=int(ph["patients"]), seed=int(ph["seed"]),
                                   size=int(ph["size"]), slices=int(ph["slices"]))
-            _convert("nifti", out / "phantom", out, data_cfg)
+            _convert("nifti", raw, out, data_cfg)
             atomic_write_json(out / PHANTOM_STAMP, stamp)
         barrier()
         return out

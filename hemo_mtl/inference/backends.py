@@ -59,7 +59,6 @@ class TorchBackend(Backend):
         return dict(self.module(batch) if gate is None else self.module(batch, gate=gate))
 
     def predicting(self, score_threshold: float):
-        from .predictor import score_floor
 
         return score_floor(self.module, score_threshold)
 
@@ -162,8 +161,6 @@ def load_backend(weights, backend: str | None = None, device="cpu", channels_las
     if backend not in BACKENDS:
         raise DataError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     if backend == "torch":
-        from .predictor import load_model
-
         model, state = load_model(weights, device)
         return TorchBackend(model, device, channels_last), state["config"], dict(state.get("cascade") or {}), state
     from ..export.sidecar import input_channels, read_sidecar
@@ -185,3 +182,34 @@ def load_backend(weights, backend: str | None = None, device="cpu", channels_las
     else:
         runner = TorchScriptBackend(path, sidecar, device)
     return runner, config, dict(sidecar.get("cascade") or {}), sidecar
+
+
+@contextlib.contextmanager
+def score_floor(model: torch.nn.Module, threshold: float):
+    """Raise torchvision RoIHeads' score threshold to ``threshold`` while predicting: boxes below it are
+    dropped before the mask head and pasting instead of after (the kept detections are the same)."""
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    heads = [m for m in model.modules() if isinstance(m, RoIHeads)]
+    saved = [h.score_thresh for h in heads]
+    for h in heads:
+        h.score_thresh = max(h.score_thresh, threshold)
+    try:
+        yield
+    finally:
+        for h, value in zip(heads, saved):
+            h.score_thresh = value
+
+
+def load_model(weights, device: str | torch.device = "cpu"):
+    """(model in eval mode, checkpoint dict) from a model_final.pth (``weights_only`` loading)."""
+    from ..engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+    from ..models import build_model
+
+    state = load_checkpoint(weights, map_location=device)
+    for key in ("model", "config"):
+        if key not in state:
+            raise CheckpointError(f"{weights}: checkpoint has no {key!r} entry (expected model_final.pth)")
+    model = build_model(state["config"]["model"])
+    load_model_weights(model, state["model"], weights)
+    return model.to(device).eval(), state

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .geometry import label_map, unfit
+
 
 LOG_CLASSES = math.log(6.0)
 
@@ -36,8 +38,6 @@ def slice_maps(prob: torch.Tensor, fit,  probabilities: bool = False, entropy: b
     """(N, K, S, S) model-grid probabilities (``fit`` None: already on the slice grid) -> label map and,
     on request, subtype probabilities and entropy on the slice grid; a few slices at a time, so the
     full-size float maps exist only when asked for."""
-    from .predictor import label_map, unfit  # the predictor imports this module
-
     labels, probs, ents = [], [], []
     for i in range(0, len(prob), chunk):
         p = prob[i:i + chunk].contiguous(memory_format=torch.channels_last)

@@ -119,15 +119,11 @@ def scan_summary(scan, pred, predictor) -> dict:
 
 
 def mask_file_names(names: list[str]) -> list[str]:
-    """masks/ file per slice image: ``<stem>.png``, or ``<name with _ for .>.png`` where two slices share
-    a stem (``1.jpg`` and ``1.png`` must not write one mask)."""
-    from collections import Counter
-
+    """masks/ file per slice image, ``<stem>.png`` made a safe path component. Stems are unique: the
+    folder reader (``data.io.list_slice_images``) refuses two images of one slice (``1.jpg``, ``1.png``)."""
     from ..paths import safe_component
 
-    stems = Counter(Path(n).stem.lower() for n in names)
-    return [safe_component(Path(n).stem if stems[Path(n).stem.lower()] == 1 else n.replace(".", "_")) + ".png"
-            for n in names]
+    return [safe_component(Path(n).stem, "slice") + ".png" for n in names]
 
 
 def write_scan_outputs(out_dir, scan, pred, predictor, extra_files: dict | None = None) -> dict:

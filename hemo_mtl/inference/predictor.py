@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ from ..data.patches import window_grid
 from ..data.windowing import check_hu_range, stack_windows
 from ..models.gating import CascadeGate
 from ..models.tta import eval_forward, merge_detections
-from .backends import Backend, TorchBackend, load_backend
+from .backends import Backend, TorchBackend, load_backend, load_model, score_floor  # noqa: F401 (re-exported)
+from .geometry import Fit, fit_to_square, label_map, label_volume, unfit  # noqa: F401 (re-exported)
 from .postprocess import clean_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -160,67 +160,6 @@ def sha256_config(cfg: Any) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
-# -------------------------------------------------------------------------------------------- geometry
-@dataclass(frozen=True)
-class Fit:
-    """Where an (H, W) slice sits inside the square model input after resize + centre pad."""
-    height: int
-    width: int
-    size: int
-
-    @property
-    def resized(self) -> tuple[int, int]:
-        scale = self.size / max(self.height, self.width)
-        return int(round(self.height * scale)), int(round(self.width * scale))
-
-    @property
-    def pad(self) -> tuple[int, int]:
-        h, w = self.resized
-        return (self.size - h) // 2, (self.size - w) // 2
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        h, w = self.resized
-        return h / self.height, w / self.width
-
-
-def fit_to_square(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, size, size): longest side to ``size`` (bilinear, half-pixel centres like
-    cv2.INTER_LINEAR), zero pad centred (PadIfNeeded's default)."""
-    fit = Fit(x.shape[-2], x.shape[-1], size)
-    h, w = fit.resized
-    if (h, w) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-    top, left = fit.pad
-    return F.pad(x, (left, size - w - left, top, size - h - top))
-
-
-def unfit(maps: torch.Tensor, fit: Fit) -> torch.Tensor:
-    """Inverse of ``fit_to_square`` for probability maps (N, K, size, size) -> (N, K, H, W)."""
-    h, w = fit.resized
-    top, left = fit.pad
-    maps = maps[..., top:top + h, left:left + w]
-    if (h, w) != (fit.height, fit.width):
-        maps = F.interpolate(maps, size=(fit.height, fit.width), mode="bilinear", align_corners=False)
-    return maps
-
-
-def label_map(prob: torch.Tensor) -> torch.Tensor:
-    """argmax over dim 1 as uint8 (first maximum wins). In channels_last the few channels are the
-    innermost axis, so the reduction reads contiguous memory (a strided dim-1 argmax is ~5x slower)."""
-    return prob.contiguous(memory_format=torch.channels_last).argmax(1).to(torch.uint8)
-
-
-def label_volume(prob: torch.Tensor, fit: Fit | None, chunk: int = 4) -> torch.Tensor:
-    """(N, K, S, S) probabilities -> (N, H, W) uint8 labels on the slice grid: un-pad, resize and argmax
-    a few slices at a time, so the full-size float maps (N x K x H x W) never exist at once."""
-    parts = []
-    for i in range(0, len(prob), chunk):
-        p = prob[i:i + chunk].contiguous(memory_format=torch.channels_last)
-        parts.append(label_map(unfit(p, fit) if fit is not None else p))
-    return torch.cat(parts) if parts else torch.zeros((0, *prob.shape[-2:]), dtype=torch.uint8)
-
-
 def with_context(x: torch.Tensor, context: int) -> torch.Tensor:
     """(Z, C, H, W) slices in volume order -> (Z, C * (2c+1), H, W): channel order [c0 @ z-c..z+c,
     c1 @ z-c..z+c, ...], edge slices replicated; one gather, no per-slice loop."""
@@ -228,38 +167,6 @@ def with_context(x: torch.Tensor, context: int) -> torch.Tensor:
         return x
     index = torch.from_numpy(context_index(np.arange(len(x)), context))  # (Z, 2c+1)
     return x[index].transpose(1, 2).reshape(len(x), -1, *x.shape[-2:])
-
-
-@contextmanager
-def score_floor(model: torch.nn.Module, threshold: float):
-    """Raise torchvision RoIHeads' score threshold to ``threshold`` while predicting: boxes below it are
-    dropped before the mask head and pasting instead of after (the kept detections are the same)."""
-    from torchvision.models.detection.roi_heads import RoIHeads
-
-    heads = [m for m in model.modules() if isinstance(m, RoIHeads)]
-    saved = [h.score_thresh for h in heads]
-    for h in heads:
-        h.score_thresh = max(h.score_thresh, threshold)
-    try:
-        yield
-    finally:
-        for h, value in zip(heads, saved):
-            h.score_thresh = value
-
-
-# ---------------------------------------------------------------------------------------------- model
-def load_model(weights, device: str | torch.device = "cpu"):
-    """(model in eval mode, checkpoint dict) from a model_final.pth (``weights_only`` loading)."""
-    from ..engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-    from ..models import build_model
-
-    state = load_checkpoint(weights, map_location=device)
-    for key in ("model", "config"):
-        if key not in state:
-            raise CheckpointError(f"{weights}: checkpoint has no {key!r} entry (expected model_final.pth)")
-    model = build_model(state["config"]["model"])
-    load_model_weights(model, state["model"], weights)
-    return model.to(device).eval(), state
 
 
 class Predictor:

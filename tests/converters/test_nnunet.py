@@ -83,7 +83,7 @@ def test_a_rerun_does_not_replace_the_dataset(exported, phantom):
     before = (raw / "dataset.json").read_bytes()
     res = convert("--source", "nifti", "--input", phantom, "--out", out, "--formats", "manifest,nnunet", "--folds", "3",
                   "--val", "0.15", "--test", "0.25")
-    assert res.returncode == 1 and "Dataset501_nifti: already exists" in res.stderr
+    assert res.returncode == 1 and "--out is not empty; pass --overwrite" in res.stderr
     assert (raw / "dataset.json").read_bytes() == before
     assert not [p for p in raw.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
 

@@ -67,7 +67,8 @@ def test_truncated_onnx_file_is_one_line_naming_it(onnx_export, phantom_nifti, t
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(DataError, match=r"model\.onnx: not a readable ONNX model"):
         Predictor.from_checkpoint(path)
-    assert _predict(path, phantom_nifti[0], tmp_path / "out") == 1
+    argv = ["--weights", str(path), "--input", str(phantom_nifti[0]), "--out", str(tmp_path / "out")]
+    assert predict_tool.run_main(predict_tool.main, argv) == 2  # a bad model file: a user error, exit 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "not a readable ONNX model" in err[0]
     assert not (tmp_path / "out").exists()

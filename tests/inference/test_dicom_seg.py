@@ -142,7 +142,7 @@ def test_inconsistent_orientation_gets_one_line_and_nothing_written(seg_weights,
     write_ct_series(phantom_volume, tmp_path / "tilted", tilt=3)
     assert _run(seg_weights, tmp_path / "tilted", tmp_path / "out", "--dicom-seg") == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and str(tmp_path / "tilted") in err[0] and "inconsistent ImageOrientationPatient" in err[0]
+    assert len(err) == 1 and str(tmp_path / "tilted") in err[0] and "mixed orientations in one series" in err[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.csv"]  # no scan folder, no temp
 
 
