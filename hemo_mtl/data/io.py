@@ -481,6 +481,7 @@ def write_dicom_series(volume_hu: np.ndarray, affine: np.ndarray, folder, patien
     row_dir, col_dir = lps[:3, 0] / sx, lps[:3, 1] / sy
     series_uid = series_uid or generate_uid()
     study_uid = generate_uid()
+    frame_uid = generate_uid()  # one patient coordinate system for the whole series
     paths = []
     n = volume_hu.shape[2]
     order = np.random.default_rng(0).permutation(n) if shuffle_names else np.arange(n)
@@ -495,7 +496,13 @@ def write_dicom_series(volume_hu: np.ndarray, affine: np.ndarray, folder, patien
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.Modality = "CT"
         ds.PatientID = patient_id
+        # type 2 attributes of the CT image IOD: present, empty where nothing is known
+        ds.PatientName = ds.PatientBirthDate = ds.PatientSex = ""
+        ds.StudyDate = ds.StudyTime = ds.AccessionNumber = ds.ReferringPhysicianName = ds.StudyID = ""
+        ds.Manufacturer = ""
+        ds.SeriesNumber = 1
         ds.StudyInstanceUID = study_uid
+        ds.FrameOfReferenceUID = frame_uid
         ds.SeriesInstanceUID = series_uid
         ds.InstanceNumber = k + 1
         position = lps[:3, 3] + k * lps[:3, 2]

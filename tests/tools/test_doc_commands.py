@@ -350,6 +350,35 @@ def _predict(kind: str):
     return run
 
 
+def _predict_dicom_seg(ws):
+    out = ws.root / "preds_seg"
+    result = _main(ws, "predict.py", f"python tools/predict.py --weights {ws.demo_weights()} --input "
+                                     f"{ws.scan() / 'dicom_series'} --out {out} --dicom-seg", "--threads", "1")
+    assert (out / "dicom_series" / "seg.dcm").is_file()
+    return result
+
+
+def _export(ws):
+    out = ws.root / "exported"
+    result = _main(ws, "export.py", f"python tools/export.py --weights {ws.demo_weights()} --format onnx --out {out}")
+    assert (out / "model.onnx").is_file()
+    return result
+
+
+def _convert_nnunet(ws):
+    out = ws.root / "conv_nnunet"
+    result = _main(ws, "convert.py", f"python tools/convert.py --source nifti --input {ws.phantom()} --out {out} "
+                                     "--formats manifest,nnunet --folds 2", "--quiet")
+    assert list((out / "nnUNet_raw").glob("Dataset*/dataset.json"))
+    return result
+
+
+def _evaluate_seg_short(ws):
+    e = ws.eval_files()
+    return _main(ws, "evaluate.py", f"python tools/evaluate.py --task seg --gt-masks {e / 'gt_masks'} "
+                 f"--pred-masks {e / 'pred_masks'} --out {ws.root / 'eval_seg_short'}")
+
+
 def _benchmark(sub: str, *tiny: str, weights: bool = False):
     def run(ws):
         extra = ["--weights", str(ws.demo_weights())] if weights else []
@@ -399,17 +428,6 @@ def _grid(ws, folds: bool, documented: str = "--out --set"):
 
 def _grid_folds(ws):
     return ws.once("grid_folds", lambda: _grid(ws, True))
-
-
-def _grid_table_again(ws):
-    """`run_grid.py CONFIGS --folds N` over a finished grid: every run skipped, the table rebuilt."""
-    _grid_folds(ws)
-    out = ws.root / "grid_folds"
-    (out / "grid.md").unlink()
-    result = _main(ws, "run_grid.py", "python tools/run_grid.py configs/physionet/unet_patch.yaml --folds 2",
-                   "--out", str(out))
-    assert (out / "grid.md").is_file()
-    return result
 
 
 def _threshold(ws):
@@ -463,8 +481,14 @@ SMOKE: dict[str, Smoke] = {
     "tools/benchmarks/cocoeval.py": Smoke(_cocoeval_script, tiny=("--images", "--segm-images")),
     "tools/run_grid.py --out --set": Smoke(lambda ws: _grid(ws, False)),
     "tools/run_grid.py --folds --out --set": Smoke(_grid_folds),
-    "tools/run_grid.py --folds": Smoke(_grid_table_again, tiny=("--out",)),
     "tools/threshold_baseline.py --folds": Smoke(_threshold),
+    "tools/predict.py --dicom-seg --input --out --weights": Smoke(_predict_dicom_seg, tiny=("--threads",)),
+    "tools/export.py --format --out --weights": Smoke(_export),
+    "tools/convert.py --folds --formats --input --out --source": Smoke(_convert_nnunet, tiny=("--quiet",)),
+    "tools/evaluate.py --task seg --gt-masks --out --pred-masks": Smoke(_evaluate_seg_short),
+    "tools/benchmark.py predict": Smoke(_benchmark("predict", "--size", "32", "--slices", "4", "--repeats", "1",
+                                                   "--threads", "1", "--image-size", "32"),
+                                        tiny=("--size", "--slices", "--repeats", "--threads", "--image-size")),
 }
 # predict's four documented inputs differ only in --input: the same key, one entry runs each kind
 _PREDICT_KINDS = ("scan.nii.gz", "dicom_series", "slices_png", "folder_of_scans")

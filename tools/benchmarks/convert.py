@@ -40,7 +40,8 @@ def main(argv=None) -> int:
                                  (("manifest", "coco", "yolo"), args.workers)]:
             out = tmp / f"conv_{'_'.join(formats)}_{workers}"
             t = time.perf_counter()
-            convert_dataset("nifti", tmp / "phantom", out, formats=formats, workers=workers, progress=False)
+            convert_dataset("nifti", tmp / "phantom", out, formats=formats, workers=workers, progress=False,
+                            overwrite=True)  # the same folder again when --workers is 1
             dt = time.perf_counter() - t
             rows.append({"step": f"convert --formats {','.join(formats)} --workers {workers}",
                          "seconds": f"{dt:.2f}", "slices/s": f"{n_slices / dt:.0f}"})

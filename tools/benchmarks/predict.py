@@ -129,7 +129,7 @@ def exported_predictor(args, base: Predictor, tmp: Path, options: PredictOptions
     weights = args.weights
     if not weights:  # the random-init --config model, as a checkpoint the exporter reads
         weights = tmp / "model_final.pth"
-        torch.save({"model": base.model.state_dict(), "config": base.config, "cascade": base.cascade}, weights)
+        torch.save({"model": base.model.state_dict(), "config": base.config, "cascade": base.gate.state_dict() if base.gate else {}}, weights)
     result = export_checkpoint(weights, "onnx", tmp / "onnx")
     return Predictor.from_checkpoint(result.model_path, options, backend="onnxruntime")
 
@@ -138,7 +138,7 @@ def same_heads(predictor: Predictor, heads) -> Predictor:
     """The torch predictor restricted to ``heads`` (what the exported graph holds), same weights."""
     model = copy.deepcopy(predictor.model)
     model.set_active_heads(heads)
-    return Predictor(model, predictor.config, predictor.cascade, predictor.options, weights_sha256=predictor.weights_sha256)
+    return Predictor(model, predictor.config, predictor.gate.state_dict() if predictor.gate else None, predictor.options, weights_sha256=predictor.weights_sha256)
 
 
 def ratio_line(runs: dict, a: str, b: str, stage: str) -> str:
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
         predictors, loops = {batched: base}, {batched: False}
         if not a.no_per_slice:
             for mode, loop in (("torch, per-slice forward", False), ("torch, per-slice loop", True)):
-                predictors[mode] = Predictor(base.model, base.config, base.cascade, PredictOptions(batch_size=1))
+                predictors[mode] = Predictor(base.model, base.config, base.gate.state_dict() if base.gate else None, PredictOptions(batch_size=1))
                 loops[mode] = loop
         pairs = []
         if "onnxruntime" in a.backends:
