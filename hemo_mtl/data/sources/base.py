@@ -20,6 +20,16 @@ class SourceScan:
             reason = reason[len(item) + 2:]
         self.skipped.append({"item": item, "reason": reason})
 
+    def keep_unique(self, items: list, what: str) -> dict:
+        """``cells.unique_rows`` with its notes and conflicting-duplicate errors reported here."""
+        from ..cells import unique_rows
+
+        kept, notes, errors = unique_rows(items, what=what)
+        self.notes.extend(notes)
+        for exc in errors:
+            self.skip_error(exc)
+        return kept
+
     def skip_error(self, exc: Exception, item=None) -> None:
         """Report a DataError: a RowError keeps its file+line item, others go under ``item``."""
         if hasattr(exc, "item") and hasattr(exc, "reason"):

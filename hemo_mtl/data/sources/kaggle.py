@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...registry import SOURCES
-from ..cells import RowError, int_cell, label_cell, read_csv_rows, unique_rows
+from ..cells import RowError, int_cell, label_cell, read_csv_rows
 from ..io import DataError, read_display_image
 from ..manifest import make_row
 from .base import SourceScan
@@ -41,10 +41,7 @@ def scan_kaggle(root, check_images: bool = True) -> SourceScan:
             items.append((ident, label_cell(row, "hemorrhage"), row))
         except RowError as exc:
             scan.skip_error(exc)
-    labels, notes, errors = unique_rows(items, what="id")
-    scan.notes.extend(notes)
-    for exc in errors:
-        scan.skip_error(exc)
+    labels = scan.keep_unique(items, "id")
     first_row = {}
     for ident, _, row in items:
         first_row.setdefault(ident, row)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ...categories import LABELS, SUBTYPES, subtype_id
 from ...registry import SOURCES
-from ..cells import RowError, id_cell, int_cell, label_cell, read_csv_rows, unique_rows
+from ..cells import RowError, id_cell, int_cell, label_cell, read_csv_rows
 from ..io import DataError, load_nifti, load_nifti_mask
 from ..manifest import labels_from_mask, make_row
 from ..windowing import check_hu_range
@@ -77,10 +77,7 @@ def read_slice_label_csv(path: Path, scan: SourceScan) -> dict[tuple[str, int], 
             scan.skip_error(exc)
             continue
         items.append(((pid, k), lab, row))
-    labels, notes, errors = unique_rows(items, what="patient/slice")
-    scan.notes.extend(notes)
-    for exc in errors:
-        scan.skip_error(exc)
+    labels = scan.keep_unique(items, "patient/slice")
     return labels
 
 

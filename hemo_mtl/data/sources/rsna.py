@@ -15,7 +15,7 @@ import numpy as np
 
 from ...categories import LABELS, subtype_id
 from ...registry import SOURCES
-from ..cells import RowError, id_cell, label_cell, read_csv_rows, unique_rows
+from ..cells import RowError, id_cell, label_cell, read_csv_rows
 from ..io import DataError, dicom_numbers
 from ..manifest import make_row
 from .base import SourceScan
@@ -45,10 +45,7 @@ def read_rsna_csv(path: Path, scan: SourceScan) -> dict[str, list]:
             items.append(((sop, col), label_cell(row, "Label"), row))
         except RowError as exc:
             scan.skip_error(exc)
-    kept, notes, errors = unique_rows(items, what="slice/label")
-    scan.notes.extend(notes)
-    for exc in errors:
-        scan.skip_error(exc)
+    kept = scan.keep_unique(items, "slice/label")
     out: dict[str, list] = defaultdict(lambda: [None] * len(LABELS))
     for (sop, col), value in kept.items():
         out[sop][col] = value
