@@ -31,5 +31,10 @@ def atomic_write_text(path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
 def atomic_write_json(path, obj, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")

@@ -50,9 +50,15 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "augment": {},  # free-form: hemo_mtl.data.transforms.build_transforms(aug_cfg, train)
         "phantom": {"patients": 24, "seed": 0, "size": 256, "slices": 24},
+        # display-image datasets: phantom patients rendered as CT-ICH JPG slices (hemo_mtl.data.phantom_display)
+        # join the training split only, with their exact masks (0 = none)
+        "synthetic": {"patients": 0, "seed": 0, "size": 256, "slices": 24, "canvas": 512},
         "split": {"seed": 32, "val": 0.2, "test": 0.2,
                   "folds": 0,  # >0: k-fold cross-validation of the non-test patients (val = fold `fold`)
-                  "fold": 0},
+                  "fold": 0,
+                  # "val": fold `fold` validates, the test split tests; "test": fold `fold` tests and the
+                  # next fold validates (nested cross-validation over every patient; set test: 0.0)
+                  "held_out_as": "val"},
         "cls_labels": None,  # e.g. [any]: only these labels count as known (binary protocols)
         "location_classes": None,  # e.g. [deep, lobar, subtentorial]: manifest `location` value -> class index
         "balance": None,  # a label name (any): oversample its minority class in the training split
@@ -132,6 +138,8 @@ RANGES: dict[str, tuple] = {
     "data.image_size": _POS, "data.batch_size": _POS, "data.num_workers": _NONNEG, "data.context_slices": _NONNEG,
     "data.phantom.patients": _POS, "data.phantom.size": _POS, "data.phantom.slices": _POS,
     "data.phantom.seed": _NONNEG,
+    "data.synthetic.patients": _NONNEG, "data.synthetic.seed": _NONNEG, "data.synthetic.size": _POS,
+    "data.synthetic.slices": _POS, "data.synthetic.canvas": _POS,
     "data.split.seed": _NONNEG, "data.split.val": _FRACTION, "data.split.test": _FRACTION,
     "data.split.folds": _NONNEG, "data.split.fold": _NONNEG,
     "data.patches.size": _NONNEG, "data.patches.stride": _NONNEG, "data.patches.neg_keep": _FRACTION,

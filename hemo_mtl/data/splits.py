@@ -106,13 +106,27 @@ def check_leakage(splits: dict) -> None:
             fold_of[pid] = i
 
 
-def fold_split(splits: dict, fold: int) -> dict[str, list[str]]:
-    """Train/val patient lists for cross-validation fold ``fold`` (val = that fold)."""
+def fold_split(splits: dict, fold: int, held_out_as: str = "val") -> dict[str, list[str]]:
+    """Train/val(/test) patient lists for cross-validation fold ``fold``.
+
+    ``held_out_as="val"``: that fold validates, the rest trains, the persisted test split tests.
+    ``held_out_as="test"``: that fold tests and the next fold (cyclically) validates, so thresholds and
+    epochs are chosen on patients the reported figures never see; over k runs every patient is tested
+    exactly once (the protocol of ``tools/cross_validate.py``).
+    """
     folds = splits.get("folds") or []
     if not 0 <= fold < len(folds):
         raise ValueError(f"fold {fold} does not exist (splits have {len(folds)} folds)")
-    train = sorted(p for i, f in enumerate(folds) if i != fold for p in f)
-    return {"train": train, "val": sorted(folds[fold]), "test": list(splits.get("test", []))}
+    if held_out_as not in ("val", "test"):
+        raise ValueError(f"held_out_as must be 'val' or 'test', got {held_out_as!r}")
+    if held_out_as == "val":
+        train = sorted(p for i, f in enumerate(folds) if i != fold for p in f)
+        return {"train": train, "val": sorted(folds[fold]), "test": list(splits.get("test", []))}
+    if len(folds) < 3:
+        raise ValueError(f"a test fold needs a separate validation fold and training folds: at least 3 folds, have {len(folds)}")
+    val = (fold + 1) % len(folds)
+    train = sorted(p for i, f in enumerate(folds) if i not in (fold, val) for p in f)
+    return {"train": train, "val": sorted(folds[val]), "test": sorted(folds[fold])}
 
 
 def save_splits(splits: dict, path) -> None:

@@ -6,6 +6,9 @@ afterwards while its parameters are unchanged. The raw phantom sits beside the c
 it: a conversion replaces its output folder whole.
 ``data.root`` a converted folder (manifest.csv + splits.json) -> used as is.
 ``data.root`` raw data + ``data.source`` -> converted into ``output_dir/data`` first.
+``data.synthetic.patients`` > 0 -> that many phantom patients rendered as CT-ICH JPG slices into
+``output_dir/synthetic`` and converted into ``output_dir/synthetic_data``; they join the training split
+only (never validation or test), so every reported figure stays on real patients.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from .distributed import DistInfo, barrier
 DATA_DIR = "data"
 PHANTOM_DIR = "phantom"
 PHANTOM_STAMP = "phantom.json"
+SYNTHETIC_DIR = "synthetic"
+SYNTHETIC_DATA_DIR = "synthetic_data"
 
 
 def _convert(source: str, raw: Path, out: Path, data_cfg: Mapping) -> None:
@@ -32,9 +37,36 @@ def _convert(source: str, raw: Path, out: Path, data_cfg: Mapping) -> None:
                     val=float(split["val"]), test=float(split["test"]), progress=False)
 
 
+def prepare_synthetic_dir(cfg: Mapping, dist: DistInfo) -> Path | None:
+    """The converted folder of ``data.synthetic``'s phantom patients (made on rank 0 while its
+    parameters differ from the stamp), or None when the config asks for none."""
+    syn = dict(cfg["data"].get("synthetic") or {})
+    if int(syn.get("patients") or 0) <= 0:
+        return None
+    from ..data.phantom import GENERATOR_VERSION
+
+    out = Path(cfg["output_dir"]) / SYNTHETIC_DATA_DIR
+    stamp = {"synthetic": syn, "generator": GENERATOR_VERSION}
+    if dist.is_main and not _stamp_matches(out / PHANTOM_STAMP, stamp):
+        from ..data.phantom_display import write_ctich_phantom
+
+        raw = Path(cfg["output_dir"]) / SYNTHETIC_DIR
+        for folder in (out, raw):
+            if folder.exists():
+                shutil.rmtree(folder)
+        write_ctich_phantom(raw, patients=int(syn["patients"]), seed=int(syn["seed"]), size=int(syn["size"]),
+                            slices=int(syn["slices"]), canvas=int(syn["canvas"]))
+        _convert("physionet", raw, out, {**cfg["data"], "split": {"seed": 0, "val": 0.0, "test": 0.0}})
+        atomic_write_json(out / PHANTOM_STAMP, stamp)
+    barrier()
+    return out
+
+
 def prepare_data_dir(cfg: Mapping, dist: DistInfo | None = None) -> Path:
-    """The converted dataset folder of this run (generating / converting it on rank 0 if needed)."""
+    """The converted dataset folder of this run (generating / converting it on rank 0 if needed), and
+    the synthetic patients' folder when ``data.synthetic`` asks for one."""
     dist = dist or DistInfo()
+    prepare_synthetic_dir(cfg, dist)
     data_cfg = cfg["data"]
     out = Path(cfg["output_dir"]) / DATA_DIR
     if data_cfg.get("root") is None:
@@ -81,8 +113,9 @@ def _stamp_matches(path: Path, stamp: dict) -> bool:
 
 def run_splits(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
     """The train/val/test patients of this run: the persisted splits, or with ``data.split.folds`` > 0
-    the k-fold split of the non-test patients (made once from the manifest with the split seed; val =
-    fold ``data.split.fold``). The result is what the run writes as its ``splits.json``."""
+    the k-fold split of the non-test patients (made once from the manifest with the split seed; fold
+    ``data.split.fold`` validates, or with ``data.split.held_out_as: test`` tests while the next fold
+    validates). The result is what the run writes as its ``splits.json``."""
     split = cfg["data"]["split"]
     folds = int(split.get("folds") or 0)
     if not folds:
@@ -98,7 +131,7 @@ def run_splits(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
                            test=float(split["test"]), folds=folds)
     if not 0 <= fold < folds:
         raise ValueError(f"data.split.fold={fold} is outside 0..{folds - 1}")
-    return {**full, **fold_split(full, fold), "fold": fold}
+    return {**full, **fold_split(full, fold, str(split.get("held_out_as") or "val")), "fold": fold}
 
 
 def build_datasets(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
@@ -107,20 +140,36 @@ def build_datasets(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
     ``test`` may be empty (absent from the result) when ``eval.final_split`` is ``val`` (protocols
     that report on their held-out validation set, e.g. Hemorica's 80/20 or k-fold CV). The training
     set becomes a view when ``data.patches`` or ``data.balance`` ask for one."""
+    import pandas as pd
+
     from ..data.dataset import HemorrhageDataset
+    from ..data.manifest import read_manifest
 
     d = cfg["data"]
     common = dict(windows=tuple(d["windows"]), image_size=int(d["image_size"]), seed=int(cfg["seed"]),
                   cls_labels=d.get("cls_labels"), location_classes=d.get("location_classes"),
                   context_slices=int(d.get("context_slices") or 0))
     needed = {"train", "val", (cfg.get("eval") or {}).get("final_split", "test")}
+    manifest = read_manifest(data_dir / "manifest.csv")
+    synthetic = Path(cfg["output_dir"]) / SYNTHETIC_DATA_DIR / "manifest.csv"
     out = {}
     for name in ("train", "val", "test"):
         if not splits.get(name):
             if name not in needed:
                 continue
             raise ValueError(f"{data_dir / 'splits.json'}: split {name!r} is empty; adjust data.split")
-        out[name] = HemorrhageDataset(data_dir / "manifest.csv", patients=splits[name], train=name == "train",
+        wanted = set(map(str, splits[name]))
+        frame = manifest[manifest["patient_id"].isin(wanted)]
+        missing = wanted - set(frame["patient_id"])
+        if missing:
+            raise ValueError(f"{data_dir / 'splits.json'}: patients not in the manifest: {sorted(missing)[:10]}")
+        if name == "train" and int((d.get("synthetic") or {}).get("patients") or 0) > 0:
+            extra = read_manifest(synthetic)
+            clash = sorted(set(extra["patient_id"]) & set(manifest["patient_id"]))
+            if clash:
+                raise ValueError(f"{synthetic}: synthetic patient ids {clash[:5]} are also real patients' ids")
+            frame = pd.concat([frame, extra], ignore_index=True)
+        out[name] = HemorrhageDataset(frame, train=name == "train",
                                       augment=d.get("augment") if name == "train" else None,
                                       extra=d.get("extra"), **common)
     patches = d.get("patches") or {}

@@ -20,10 +20,12 @@ def _blob(y0, x0, n=6) -> np.ndarray:
 
 def make_release(root) -> dict:
     """Patient 049 has masks (slices 2 SDH, 4 IVH+IPH masked; 3 IPH without a file; 1, 5 normal);
-    patient 050 has none (slice 2 is a bleed, slice 1 normal). Returns the masks written."""
+    patient 050 has none (slice 2 is a bleed, slice 1 normal); patient 051 has no bleed slice (and so no
+    mask file). Returns the masks written."""
     rows = {
         49: [(1, "0,0,0,0,0,1"), (2, "0,0,0,0,1,0"), (3, "0,1,0,0,0,0"), (4, "1,1,0,0,0,0"), (5, "0,0,0,0,0,1")],
         50: [(1, "0,0,0,0,0,1"), (2, "0,0,0,1,0,0")],
+        51: [(1, "0,0,0,0,0,1"), (2, "0,0,0,0,0,1")],
     }
     masks = {(49, 2): _blob(4, 4), (49, 4): _blob(10, 12)}
     lines = []
@@ -43,7 +45,7 @@ def test_empty_mask_rule_per_patient_folder(tmp_path):
     masks = make_release(tmp_path)
     scan = scan_source("physionet", tmp_path)
     frame = rows_to_frame(scan.rows).set_index(["patient_id", "slice_idx"])
-    assert len(frame) == 7 and scan.skipped == []
+    assert len(frame) == 9 and scan.skipped == []
     # masked patient: No_Hemorrhage slices have an empty mask (real supervision), read as all zeros
     for s in (1, 5):
         row = frame.loc[("049", s - 1)]
@@ -62,10 +64,25 @@ def test_empty_mask_rule_per_patient_folder(tmp_path):
     row = frame.loc[("049", 3)]
     assert row["has_mask"] and not row["has_boxes"] and row["mask"].endswith(f"4_HGE_Seg.jpg@{UNKNOWN_SUBTYPE}")
     assert np.array_equal(read_slice(row["mask"], "mask"), (masks[49, 4] > 0) * UNKNOWN_SUBTYPE)
-    # a patient without any mask file: no masks at all, bleed or not
+    # a patient with a bleed but without any mask file: no masks at all, bleed or not
     assert not frame.loc["050"]["has_mask"].any()
+    # a patient without a bleed slice, in a release that carries masks: empty masks throughout
+    for s in (1, 2):
+        row = frame.loc[("051", s - 1)]
+        assert row["has_mask"] and not read_slice(row["mask"], "mask").any()
     notes = " ".join(scan.notes)
-    assert "1 of 2 patient folders" in notes and "1 masks on slices with several subtypes" in notes
+    assert "1 of 3 patient folders" in notes and "1 patients without a bleed slice" in notes
+    assert "1 masks on slices with several subtypes" in notes
+
+
+def test_release_without_mask_files_has_no_masks(tmp_path):
+    """Empty-by-definition masks need a release that masks its bleeds: with no mask file anywhere,
+    not even a patient without a bleed gets an (unfounded) empty mask."""
+    make_release(tmp_path)
+    for f in tmp_path.glob("Patients_CT/*/brain/*_HGE_Seg.jpg"):
+        f.unlink()
+    frame = rows_to_frame(scan_source("physionet", tmp_path).rows)
+    assert not frame["has_mask"].any()
 
 
 def test_unknown_subtype_mask_through_the_dataset(tmp_path):
@@ -113,7 +130,11 @@ def test_binary_mask_threshold_is_mid_grey(tmp_path):
 def test_real_sample_patient_081_masks(ctich_jpg_dir):
     scan = scan_source("physionet", ctich_jpg_dir)
     frame = rows_to_frame(scan.rows)
-    assert not frame.loc[frame["patient_id"] != "081", "has_mask"].any()  # no mask files: no masks
+    normal_patients = {"054", "055", "056", "059", "060", "061", "062", "064"}  # PROVENANCE.md: no ICH
+    others = frame[frame["patient_id"] != "081"]
+    # bleeding patients without mask files: no masks; patients without a bleed: empty masks throughout
+    assert set(others.loc[others["has_mask"], "patient_id"]) == normal_patients
+    assert others.loc[others["patient_id"].isin(normal_patients), "has_mask"].all()
     p081 = frame[frame["patient_id"] == "081"].sort_values("slice_idx")
     assert p081["has_mask"].all()  # every 081 slice: 15 masked bleeds + empty-by-definition normals
     bleed = p081[p081["any"] == 1]
@@ -152,11 +173,11 @@ def test_coco_export_of_the_release(tmp_path):
                              val=0.0, test=0.0, progress=False)
     coco = json.loads((tmp_path / "out" / "annotations" / "instances_train.json").read_text())
     images = {(i["patient_id"], i["slice_idx"]): i for i in coco["images"]}
-    assert len(images) == 7  # every slice is an image entry
+    assert len(images) == 9  # every slice is an image entry
     sdh = [a for a in coco["annotations"] if a["image_id"] == images["049", 1]["id"]]
     assert [a["category_id"] for a in sdh] == [CATEGORY_IDS["SDH"]] and sdh[0]["area"] == (masks[49, 2] > 0).sum()
     multi = images["049", 3]
     assert multi["unknown_subtype_pixels"] == (masks[49, 4] > 0).sum()
     assert not [a for a in coco["annotations"] if a["image_id"] == multi["id"]]
     counts = report["exports"]["coco"]["train"]
-    assert counts["unknown_subtype_images"] == 1 and counts["negative_images"] == 5
+    assert counts["unknown_subtype_images"] == 1 and counts["negative_images"] == 7  # + 051 slices 1, 2

@@ -13,7 +13,9 @@ box needs its category.
 Which slices have a mask (JPG release, per patient folder): only bleed slices carry a
 ``<s>_HGE_Seg.jpg``. In a patient folder with at least one such file, a No_Hemorrhage slice has an
 empty mask by the release's definition (real supervision: no pixel is bleed) and a bleed slice
-without a file has no mask (absent, not empty); a patient folder without any mask file has no masks.
+without a file has no mask (absent, not empty). In a release that carries masks at all, a patient with
+no bleed slice has an empty mask on every slice by the same definition (the release masks every bleed,
+and this patient has none); a release without any mask file has no masks.
 Every mask file is read once while scanning: a file that cannot be read, does not match its slice's
 size, holds bleed on a No_Hemorrhage slice or is empty on a bleed slice is reported and not used.
 The NIfTI release has one mask volume per patient covering every slice.
@@ -124,6 +126,9 @@ def _scan_jpg(root: Path) -> SourceScan:
     seen = set()
     masked_patients: dict[Path, bool] = {}
     counts = {"mask files": 0, "empty by definition": 0, "bleed slices without mask": 0}
+    release_masked = any((root / "Patients_CT").glob(f"*/brain/*{MASK_SUFFIX}"))
+    bleeding = set(labels.loc[labels["any"] == 1, "patient"])
+    no_bleed = sorted(set(labels["patient"]) - bleeding) if release_masked else []
     for r in labels.itertuples(index=False):
         pid = f"{r.patient:03d}"
         folder = root / "Patients_CT" / pid / "brain"
@@ -134,7 +139,7 @@ def _scan_jpg(root: Path) -> SourceScan:
         seen.add(image.resolve())
         lab = [int(getattr(r, name)) for name in LABELS]
         if folder not in masked_patients:
-            masked_patients[folder] = any(folder.glob(f"*{MASK_SUFFIX}"))
+            masked_patients[folder] = any(folder.glob(f"*{MASK_SUFFIX}")) or r.patient in no_bleed
         mask = _jpg_mask(image, folder / f"{r.slice}{MASK_SUFFIX}", lab, masked_patients[folder], scan, counts)
         scan.rows.append(_mask_row(pid, r.slice - 1, str(image.resolve()), "display", lab, mask, counts))
     for image in sorted((root / "Patients_CT").glob("*/brain/*.jpg")):
@@ -143,9 +148,10 @@ def _scan_jpg(root: Path) -> SourceScan:
                 scan.skip(image, "mask file whose slice image has no row in hemorrhage_diagnosis.csv (or no image)")
         elif image.resolve() not in seen:
             scan.skip(image, "image has no row in hemorrhage_diagnosis.csv")
-    n_masked = sum(masked_patients.values())
+    n_masked = sum(masked_patients.values()) - len(no_bleed)
     scan.notes.append(
         f"masks: {n_masked} of {len(masked_patients)} patient folders carry {MASK_SUFFIX} files "
+        f"and {len(no_bleed)} patients without a bleed slice have empty masks throughout "
         f"({counts['mask files']} used); {counts['empty by definition']} No_Hemorrhage slices of those "
         f"patients have empty masks by definition; {counts['bleed slices without mask']} of their bleed "
         "slices have no mask file (no mask)")
