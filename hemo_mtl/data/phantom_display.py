@@ -49,16 +49,16 @@ def _place(picture: np.ndarray, canvas: int, scale: float, shift: tuple[int, int
 
 def write_ctich_phantom(out_dir, patients: int, seed: int, size: int = 256, slices: int = 24,
                         canvas: int = 512, scale: tuple[float, float] = (0.6, 0.9),
-                        quality: tuple[int, int] = (70, 95)) -> list[str]:
+                        quality: tuple[int, int] = (70, 95), first_number: int = FIRST_NUMBER) -> list[str]:
     """Write ``patients`` phantom patients as a CT-ICH JPG release under ``out_dir``; returns their
-    folder names (``900``, ``901``, ...). Images: brain window (W80/L40) of the HU volume, rows = the
+    folder names (``first_number``, ``first_number + 1``, ...: 900, 901, ... by default). Images: brain window (W80/L40) of the HU volume, rows = the
     volume's first axis (the head's long axis runs down the picture, as on real axial slices); masks: 255 = bleed. Every file is written atomically."""
     if patients < 1:
         raise ValueError(f"patients must be >= 1, got {patients}")
     out = Path(out_dir)
     rows, names = [], []
     for index in range(patients):
-        number = FIRST_NUMBER + index
+        number = first_number + index
         rng = np.random.default_rng([seed, index, 7])
         case = make_phantom_case(patient_seed(seed, index), size=size, slices=slices)
         share = float(rng.uniform(*scale))

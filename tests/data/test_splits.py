@@ -46,6 +46,26 @@ def test_kfold_disjoint_and_covering():
     assert set(f["val"]) == set(splits["folds"][2]) and set(f["train"]).isdisjoint(f["val"])
 
 
+def test_nested_folds_test_every_patient_once():
+    """held_out_as=test: over the k runs every patient is tested exactly once; within a run the test,
+    validation and training patients are disjoint and together are every patient."""
+    frame = _frame()
+    splits = make_splits(frame, seed=4, val=0.0, test=0.0, folds=5)
+    everyone = set(frame.patient_id)
+    tested = []
+    for k in range(5):
+        f = fold_split(splits, k, held_out_as="test")
+        check_leakage(f)
+        assert set(f["test"]) == set(splits["folds"][k]) and set(f["val"]) == set(splits["folds"][(k + 1) % 5])
+        assert set(f["train"]) | set(f["val"]) | set(f["test"]) == everyone
+        tested += f["test"]
+    assert sorted(tested) == sorted(everyone)
+    with pytest.raises(ValueError, match="at least 3 folds"):
+        fold_split(make_splits(frame, seed=4, val=0.0, test=0.0, folds=2), 0, held_out_as="test")
+    with pytest.raises(ValueError, match="held_out_as"):
+        fold_split(splits, 0, held_out_as="train")
+
+
 def test_leakage_check_fails_loudly(tmp_path):
     with pytest.raises(LeakageError, match="'p1' is in both 'train' and 'test'"):
         check_leakage({"train": ["p0", "p1"], "val": [], "test": ["p1"]})
