@@ -19,19 +19,22 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-AUGMENT_DEFAULTS = {
-    "enabled": True,
-    "rotate": 15.0,  # degrees, +-
-    "translate": 0.08,  # fraction of size, +-
-    "scale": (0.9, 1.1),
-    "shear": 5.0,  # degrees, +-
-    "p_affine": 0.7,
-    "flip_lr": 0.0,  # probability; left/right carries meaning, so 0 by default
-    "hu_shift": 8.0,  # HU, +- (HU inputs only)
-    "hu_scale": 0.05,  # relative, +-
-    "hu_noise": 4.0,  # HU, max std of added gaussian noise
-    "brightness_contrast": 0.1,  # display (already windowed) inputs only
+from ..config_schema import FRACTION, NONNEGATIVE, K, defaults_of  # noqa: E402
+
+AUGMENT_SCHEMA = {  # the config's data.augment section
+    "enabled": K(True, "random geometry (and display-intensity) changes on the training split"),
+    "rotate": K(15.0, "degrees, +-", range=NONNEGATIVE),
+    "translate": K(0.08, "fraction of size, +-", range=FRACTION),
+    "scale": K([0.9, 1.1], "zoom range (low, high)", items="float"),
+    "shear": K(5.0, "degrees, +-", range=NONNEGATIVE),
+    "p_affine": K(0.7, "probability of the affine step", range=FRACTION),
+    "flip_lr": K(0.0, "left-right flip probability; left/right carries meaning, so 0 by default", range=FRACTION),
+    "hu_shift": K(8.0, "HU, +- (HU inputs only)", range=NONNEGATIVE),
+    "hu_scale": K(0.05, "relative gain, +-", range=NONNEGATIVE),
+    "hu_noise": K(4.0, "HU, max std of added gaussian noise", range=NONNEGATIVE),
+    "brightness_contrast": K(0.1, "display (already windowed) inputs only", range=NONNEGATIVE),
 }
+AUGMENT_DEFAULTS = defaults_of(AUGMENT_SCHEMA)
 
 
 def resize_pipeline(image_size: int) -> list:

@@ -25,13 +25,14 @@ def test_partial_sections_are_filled_and_heads_chosen():
 
 
 @pytest.mark.parametrize("cfg,match", [
-    ({"backbone": {"nmae": "resnet18"}}, r"model\.backbone: unknown key"),
-    ({"heads": {"det": {"type": "rcnn", "levels": ["p3"]}}}, r"model\.heads\.det: unknown key.*levels"),
-    ({"heads": {"seg": {"channels": "wide"}}}, r"model\.heads\.seg\.channels: expected int"),
-    ({"heads": {"aux": {}}}, r"model\.heads\.aux: no 'type'"),
+    ({"backbone": {"nmae": "resnet18"}}, r"unknown config key 'model\.backbone\.nmae'; did you mean 'model\.backbone\.name'"),
+    ({"heads": {"det": {"type": "rcnn", "levels": ["p3"]}}}, r"unknown config key 'model\.heads\.det\.levels'"),
+    ({"heads": {"seg": {"channels": "wide"}}}, r"model\.heads\.seg\.channels must be int, got string"),
+    ({"heads": {"aux": {}}}, r"model\.heads\.aux names no 'type'"),
     ({"heads": {"det": {"type": "detr"}}}, r"unknown head type 'detr'"),
-    ({"loss": {"pcgrad": "yes"}}, r"model\.loss\.pcgrad: expected bool"),
-    ({"optimizer": {}}, r"model: unknown key"),
+    ({"loss": {"pcgrad": "yes"}}, r"model\.loss\.pcgrad must be bool"),
+    ({"optimizer": {}}, r"unknown config key 'model\.optimizer'; known keys here: backbone, heads, loss"),
+    ({"heads": {"cls": None, "seg": None, "det": None}}, r"model\.heads: at least one head is needed"),
 ])
 def test_bad_config_names_the_key(cfg, match):
     with pytest.raises(ValueError, match=match):
