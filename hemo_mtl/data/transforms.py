@@ -20,6 +20,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..config_schema import FRACTION, NONNEGATIVE, K, defaults_of  # noqa: E402
+from .fit import SquareFit  # noqa: E402
 
 AUGMENT_SCHEMA = {  # the config's data.augment section
     "enabled": K(True, "random geometry (and display-intensity) changes on the training split"),
@@ -37,18 +38,10 @@ AUGMENT_SCHEMA = {  # the config's data.augment section
 AUGMENT_DEFAULTS = defaults_of(AUGMENT_SCHEMA)
 
 
-def resize_pipeline(image_size: int) -> list:
-    """Fit the longest side to ``image_size`` and pad to a square: keeps aspect ratio (Kaggle sizes vary)."""
-    return [
-        A.LongestMaxSize(max_size=image_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
-        A.PadIfNeeded(min_height=image_size, min_width=image_size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
-    ]
-
-
 def build_transforms(aug_cfg: dict | None, train: bool, image_size: int = 256, display: bool = False) -> A.Compose:
     """The geometric (+ display-intensity) pipeline applied to ``image`` (H, W, C in [0, 1]) and ``mask``."""
     cfg = {**AUGMENT_DEFAULTS, **(aug_cfg or {})}
-    ops = resize_pipeline(image_size)
+    ops = SquareFit(image_size).albumentations()
     if train and cfg["enabled"]:
         lo, hi = cfg["scale"]
         ops.append(
