@@ -47,7 +47,6 @@ STAGE: dict[str, Key] = {
     "labels": K(None, "cls | boxes | mask: train only on slices that have this label", "str"),
     **STAGE_SAMPLING,
 }
-STAGE_DEFAULTS: dict[str, Any] = defaults_of(STAGE)
 
 SCHEMA: dict[str, Any] = {
     "seed": K(0, "seeds python, numpy and torch (and the phantom's split)", range=NONNEGATIVE),

@@ -55,9 +55,6 @@ class HeadTypes:
     sections: Mapping[str, Mapping]
     by_name: Mapping[str, str]
 
-    def defaults(self, kind: str) -> dict:
-        return defaults_of(self.sections[kind])
-
 
 def K(default: Any, doc: str = "", type: str | None = None, range: tuple | None = None, items: Any = None,
       nullable: bool = False) -> Key:
