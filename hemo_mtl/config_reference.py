@@ -1,6 +1,6 @@
 """docs/configs.md, the config key reference, rendered from the schema: ``python -m hemo_mtl.config_reference``.
 
-The page is generated, never edited by hand; a test compares the committed page with :func:`render`.
+The page is generated, never edited by hand; a test compares docs/configs.md with :func:`render`.
 """
 from __future__ import annotations
 
