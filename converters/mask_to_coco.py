@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from hemo_mtl import __version__
 from hemo_mtl.categories import CATEGORY_NAMES, SUBTYPES, UNKNOWN_SUBTYPE, coco_categories
+from hemo_mtl.lesions import connected_lesions, nonzero_box, structure
 
 from .polygons import Outline, trace_outlines
 from .rle import encode_crop
@@ -356,46 +357,37 @@ class CocoBuilder:
 def volume_instances(mask3d: np.ndarray, spacing: Sequence[float], connectivity: int = 26) -> list[dict]:
     """3D lesions of a (X, Y, Z) label mask: one per 3D connected component per subtype.
 
-    connectivity: 26 (faces, edges and corners; the default, the 3D analogue of the 8-connected
-    slice components, so a lesion never splits into pieces a slice view would join), 18 (faces and
-    edges) or 6 (faces). Each lesion: ``lesion_id`` (from 1), ``category_id``, ``subtype``,
+    connectivity (``hemo_mtl.lesions``): 26 (faces, edges and corners; the default, the 3D analogue of
+    the 8-connected slice components, so a lesion never splits into pieces a slice view would join),
+    18 (faces and edges) or 6 (faces). Each lesion: ``lesion_id`` (from 1), ``category_id``, ``subtype``,
     ``slices`` [first, last] (inclusive), ``voxels``, ``volume_ml``, ``bbox3d``
     [x0, y0, z0, x1, y1, z1] (voxel indices, end exclusive) and ``centroid`` (voxel coordinates).
     Voxels of unknown subtype form no lesion (a lesion needs its category).
     """
-    structures = {6: 1, 18: 2, 26: 3}
-    if connectivity not in structures:
-        raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity}")
+    structure(3, connectivity)  # a clear error before any work
     if len(spacing) != 3 or any(not np.isfinite(s) or s <= 0 for s in spacing):
         raise ValueError(f"spacing must be three positive numbers (sx, sy, sz) in mm, got {spacing}")
     mask3d = as_label_mask(mask3d, where="volume_instances", ndim=3, unknown_ok=True)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    structure = ndimage.generate_binary_structure(3, structures[connectivity])
-    nonzero = ndimage.find_objects((mask3d > 0).view(np.uint8))
-    if not nonzero:
+    region = nonzero_box(mask3d)  # label only inside the bounding box of all bleed
+    if region is None:
         return []
-    region = nonzero[0]  # label only inside the bounding box of all bleed
     origin = np.array([s.start for s in region])
-    roi = mask3d[region]
+    ids, subtypes = connected_lesions(mask3d[region], connectivity)
+    voxels = np.bincount(ids.ravel(), minlength=len(subtypes) + 1)
+    centroids = ndimage.center_of_mass(ids > 0, ids, range(1, len(subtypes) + 1))
     lesions = []
-    for category_id in range(1, NUM_CLASSES + 1):
-        binary = roi == category_id
-        if not binary.any():
-            continue
-        labels, count = ndimage.label(binary, structure=structure)
-        voxels = np.bincount(labels.ravel(), minlength=count + 1)
-        centroids = ndimage.center_of_mass(binary, labels, range(1, count + 1))
-        for i, box in enumerate(ndimage.find_objects(labels), start=1):
-            start = origin + [s.start for s in box]
-            stop = origin + [s.stop for s in box]
-            lesions.append({
-                "lesion_id": len(lesions) + 1,
-                "category_id": category_id,
-                "subtype": CATEGORY_NAMES[category_id],
-                "slices": [int(start[2]), int(stop[2]) - 1],
-                "voxels": int(voxels[i]),
-                "volume_ml": float(voxels[i]) * voxel_ml,
-                "bbox3d": [int(v) for v in (*start, *stop)],
-                "centroid": [round(float(c + o), 3) for c, o in zip(centroids[i - 1], origin)],
-            })
+    for i, (box, category_id) in enumerate(zip(ndimage.find_objects(ids), subtypes), start=1):
+        start = origin + [s.start for s in box]
+        stop = origin + [s.stop for s in box]
+        lesions.append({
+            "lesion_id": i,
+            "category_id": category_id,
+            "subtype": CATEGORY_NAMES[category_id],
+            "slices": [int(start[2]), int(stop[2]) - 1],
+            "voxels": int(voxels[i]),
+            "volume_ml": float(voxels[i]) * voxel_ml,
+            "bbox3d": [int(v) for v in (*start, *stop)],
+            "centroid": [round(float(c + o), 3) for c, o in zip(centroids[i - 1], origin)],
+        })
     return lesions

@@ -1,11 +1,30 @@
-"""Atomic writes: a crashed run never leaves a half-written file under its final name."""
+"""Atomic writes: a crashed run never leaves a half-written file under its final name.
+
+The temp file is created with mode 0666 filtered by the process umask, so an output gets the
+permissions any ordinary ``open(path, "w")`` would give it (``tempfile.mkstemp`` would make it 0600).
+"""
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def _create_temp_beside(path: Path) -> Path:
+    suffix = "".join(path.suffixes) or ".tmp"
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextmanager
@@ -13,12 +32,9 @@ def atomic_path(path):
     """Yield a temp path beside ``path`` (same suffix, same filesystem); rename it over ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp_beside(path)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be read by others
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -36,5 +52,23 @@ def atomic_write_bytes(path, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
-def atomic_write_json(path, obj, indent: int | None = 2) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+def json_safe(v: Any) -> Any:
+    """``v`` with NaN/inf as None and numpy scalars/arrays as Python values: strict JSON (undefined -> null)."""
+    if isinstance(v, Mapping):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
+
+
+def atomic_write_json(path, obj, indent: int | None = 2, sort_keys: bool = False) -> Path:
+    """Strict JSON (NaN/inf written as null, never the invalid bare ``NaN``), written atomically."""
+    text = json.dumps(json_safe(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+    return Path(path)

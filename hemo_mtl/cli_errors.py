@@ -16,7 +16,7 @@ EXIT_USER_ERROR = 2
 
 # (module, class): looked up only in modules already imported, since an error of a module that never
 # loaded cannot have been raised (and a tool without torch must not import it to report a bad path)
-_TYPES = (("hemo_mtl.data.io", "DataError"), ("hemo_mtl.config", "ConfigError"),
+_TYPES = (("hemo_mtl.data.io", "DataError"), ("hemo_mtl.config_schema", "ConfigError"),
           ("hemo_mtl.engine.checkpoint", "CheckpointError"), ("hemo_mtl.paths", "UnsafePathError"),
           ("hemo_mtl.engine.trainer", "NonFiniteLossError"))
 

@@ -1,10 +1,12 @@
 """Instances from a label mask: one per 8-connected component per subtype (the COCO export's rule too)."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
+from scipy import ndimage
 
-from ..categories import SUBTYPES
+from ..lesions import connected_lesions
+
+SLICE_CONNECTIVITY = 8  # the COCO export's slice components (converters.mask_to_coco), so targets match it
 
 
 def mask_to_instances(mask: np.ndarray):
@@ -15,19 +17,10 @@ def mask_to_instances(mask: np.ndarray):
     Boxes use pixel-edge coordinates, as COCO does: a component spanning columns 3..5 has
     x0=3, x1=6, so a one-pixel lesion has a 1x1 box rather than a degenerate 0x0 one.
     """
-    boxes, labels, masks = [], [], []
-    if mask.any():
-        for label in range(1, len(SUBTYPES) + 1):
-            binary = (mask == label).astype(np.uint8)
-            if not binary.any():
-                continue
-            n, comp, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-            for i in range(1, n):
-                x, y, w, h = stats[i, :4]  # cv2: x along columns (axis 1), y along rows (axis 0)
-                boxes.append([x, y, x + w, y + h])
-                labels.append(label)
-                masks.append((comp == i).astype(np.uint8))
     h, w = mask.shape
-    if not boxes:
+    ids, subtypes = connected_lesions(mask, SLICE_CONNECTIVITY)
+    if not subtypes:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), np.zeros((0, h, w), np.uint8)
-    return np.asarray(boxes, np.float32), np.asarray(labels, np.int64), np.stack(masks)
+    boxes = [[cols.start, rows.start, cols.stop, rows.stop] for rows, cols in ndimage.find_objects(ids)]
+    masks = np.stack([(ids == i).astype(np.uint8) for i in range(1, len(subtypes) + 1)])
+    return np.asarray(boxes, np.float32), np.asarray(subtypes, np.int64), masks

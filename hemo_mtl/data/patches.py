@@ -51,15 +51,12 @@ def undersample(positive: np.ndarray, neg_keep: float, seed: int) -> np.ndarray:
 
 def resized_mask(row, cache, image_size: int) -> np.ndarray:
     """The slice's mask at training geometry (fit + pad to ``image_size``, nearest), zeros if it has none."""
-    import albumentations as A  # noqa: PLC0415
-
+    from .fit import SquareFit  # noqa: PLC0415
     from .io import read_slice  # noqa: PLC0415
-    from .transforms import resize_pipeline  # noqa: PLC0415
 
     image = read_slice(row["image"], row["kind"], cache) if not row["has_mask"] else None
     mask = read_slice(row["mask"], "mask", cache) if row["has_mask"] else np.zeros(image.shape, np.uint8)
-    out = A.Compose(resize_pipeline(image_size))(image=np.zeros(mask.shape + (1,), np.float32), mask=mask)
-    return out["mask"]
+    return SquareFit(image_size).mask(mask)
 
 
 def patch_view(dataset, size: int, stride: int, neg_keep: float = 1.0, seed: int = 0) -> DatasetView:

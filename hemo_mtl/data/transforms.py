@@ -19,33 +19,29 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-AUGMENT_DEFAULTS = {
-    "enabled": True,
-    "rotate": 15.0,  # degrees, +-
-    "translate": 0.08,  # fraction of size, +-
-    "scale": (0.9, 1.1),
-    "shear": 5.0,  # degrees, +-
-    "p_affine": 0.7,
-    "flip_lr": 0.0,  # probability; left/right carries meaning, so 0 by default
-    "hu_shift": 8.0,  # HU, +- (HU inputs only)
-    "hu_scale": 0.05,  # relative, +-
-    "hu_noise": 4.0,  # HU, max std of added gaussian noise
-    "brightness_contrast": 0.1,  # display (already windowed) inputs only
+from ..config_schema import FRACTION, NONNEGATIVE, K, defaults_of  # noqa: E402
+from .fit import SquareFit  # noqa: E402
+
+AUGMENT_SCHEMA = {  # the config's data.augment section
+    "enabled": K(True, "random geometry (and display-intensity) changes on the training split"),
+    "rotate": K(15.0, "degrees, +-", range=NONNEGATIVE),
+    "translate": K(0.08, "fraction of size, +-", range=FRACTION),
+    "scale": K([0.9, 1.1], "zoom range (low, high)", items="float"),
+    "shear": K(5.0, "degrees, +-", range=NONNEGATIVE),
+    "p_affine": K(0.7, "probability of the affine step", range=FRACTION),
+    "flip_lr": K(0.0, "left-right flip probability; left/right carries meaning, so 0 by default", range=FRACTION),
+    "hu_shift": K(8.0, "HU, +- (HU inputs only)", range=NONNEGATIVE),
+    "hu_scale": K(0.05, "relative gain, +-", range=NONNEGATIVE),
+    "hu_noise": K(4.0, "HU, max std of added gaussian noise", range=NONNEGATIVE),
+    "brightness_contrast": K(0.1, "display (already windowed) inputs only", range=NONNEGATIVE),
 }
-
-
-def resize_pipeline(image_size: int) -> list:
-    """Fit the longest side to ``image_size`` and pad to a square: keeps aspect ratio (Kaggle sizes vary)."""
-    return [
-        A.LongestMaxSize(max_size=image_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
-        A.PadIfNeeded(min_height=image_size, min_width=image_size, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
-    ]
+AUGMENT_DEFAULTS = defaults_of(AUGMENT_SCHEMA)
 
 
 def build_transforms(aug_cfg: dict | None, train: bool, image_size: int = 256, display: bool = False) -> A.Compose:
     """The geometric (+ display-intensity) pipeline applied to ``image`` (H, W, C in [0, 1]) and ``mask``."""
     cfg = {**AUGMENT_DEFAULTS, **(aug_cfg or {})}
-    ops = resize_pipeline(image_size)
+    ops = SquareFit(image_size).albumentations()
     if train and cfg["enabled"]:
         lo, hi = cfg["scale"]
         ops.append(

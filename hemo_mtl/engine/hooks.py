@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, json_safe
 from .checkpoint import CHECKPOINT_DIR, checkpoint_name, preserved_rng, prune_checkpoints, save_checkpoint
 from .distributed import barrier
 from .trainer import HookBase
@@ -165,7 +165,7 @@ def append_metrics_line(path: str | Path, record: Mapping) -> None:
     """Add one json line to ``metrics.json``, rewriting the file atomically."""
     path = Path(path)
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    line = json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()})
+    line = json.dumps(json_safe(dict(record)), allow_nan=False)
     atomic_write_text(path, old + line + "\n")
 
 

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ..categories import SUBTYPES
-from ..config import ConfigError
+from ..config import STAGE
+from ..config_schema import ConfigError, check, fill
 from ..data.sampling import repeat_counts, repeat_factors
 from ..models.gating import CascadeGate
 from ..registry import SCHEDULES
@@ -159,44 +160,78 @@ def build_schedule(schedule_cfg: Mapping, epochs: int, model_heads: Sequence[str
 
 
 def _stage(spec: Mapping, index: int, model_heads: Sequence[str]) -> Stage:
-    heads = spec.get("heads")
-    heads = frozenset(model_heads if heads is None else heads)
+    """A stage section (checked by the config's validator against ``STAGE``) as a ``Stage`` of this model."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"schedule.stages[{index}] must be a mapping, got {spec!r}")
+    check(spec, STAGE, origin=f"schedule stage {spec.get('name') or index!r}", path=("schedule", "stages", str(index)))
+    spec = fill(spec, STAGE)
+    heads = frozenset(model_heads if spec["heads"] is None else spec["heads"])
     unknown = heads - set(model_heads)
     if unknown:
         raise ConfigError(
-            f"schedule.stages[{index}] ({spec.get('name')}): heads {sorted(unknown)} are not in the model "
+            f"schedule.stages[{index}] ({spec['name']}): heads {sorted(unknown)} are not in the model "
             f"(model heads: {sorted(model_heads)})"
         )
-    labels = spec.get("labels")
+    labels, neg, hard = spec["labels"], spec["neg_fraction"], spec["hard_negatives"]
     if labels is not None and labels not in LABEL_DEPTHS:
         raise ConfigError(f"schedule.stages[{index}].labels must be one of {sorted(LABEL_DEPTHS)}, got {labels!r}")
-    epochs = int(spec.get("epochs", 1))
-    if epochs < 1:
-        raise ConfigError(f"schedule.stages[{index}].epochs must be >= 1, got {epochs}")
-    neg = spec.get("neg_fraction")
-    if neg is not None and not 0 <= float(neg) <= 1:
-        raise ConfigError(f"schedule.stages[{index}].neg_fraction must be in [0, 1], got {neg}")
-    repeat = spec.get("repeat_threshold")
-    if repeat is not None and not 0 < float(repeat) <= 1:
-        raise ConfigError(f"schedule.stages[{index}].repeat_threshold must be in (0, 1], got {repeat}")
-    hard = spec.get("hard_negatives")
-    if hard is not None and not 0 <= float(hard) <= 1:
-        raise ConfigError(f"schedule.stages[{index}].hard_negatives must be in [0, 1], got {hard}")
     if hard and (neg is None or "cls" not in model_heads):
         raise ConfigError(f"schedule.stages[{index}].hard_negatives ranks the negatives that neg_fraction keeps by "
                           f"the classifier's p(any): it needs neg_fraction (got {neg}) and a cls head "
                           f"(model heads: {sorted(model_heads)})")
     return Stage(
-        name=str(spec.get("name") or f"stage{index}"),
-        epochs=epochs,
+        name=str(spec["name"] or f"stage{index}"),
+        epochs=int(spec["epochs"]),
         heads=heads,
-        loss_weights=dict(spec.get("loss_weights") or {}),
-        freeze=tuple(spec.get("freeze") or ()),
+        loss_weights=dict(spec["loss_weights"]),
+        freeze=tuple(spec["freeze"]),
         labels=labels,
-        neg_fraction=None if neg is None else float(neg),
-        repeat_threshold=None if repeat is None else float(repeat),
-        hard_negatives=float(hard) if hard else None,
+        neg_fraction=neg,
+        repeat_threshold=spec["repeat_threshold"],
+        hard_negatives=hard or None,
     )
+
+
+def stage_specs(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> list[dict]:
+    """The stage sections of a ``schedule:`` config: the one place where its shorthands become stages.
+
+    ``schedule.stages`` is the one way to write a stage; without it each schedule has default stages:
+    ``joint`` one stage of all ``train.epochs`` with the sampling keys of ``schedule.joint``,
+    ``curriculum`` slice labels -> boxes -> masks (by label depth, ``train.epochs`` split evenly),
+    ``cascade`` the classifier (``cls_epochs``, ``cls_neg_fraction``) then the localizers on the rest
+    (``neg_fraction``, ``repeat_threshold``, ``hard_negatives`` of ``schedule.cascade``)."""
+    name = cfg.get("name", "joint")
+    written = [dict(s) if isinstance(s, Mapping) else s for s in cfg.get("stages") or []]
+    if name == "joint":
+        if written:
+            raise ConfigError("schedule.stages is for curriculum and cascade; joint trains every head every epoch")
+        return [{"name": "joint", "epochs": int(epochs), **dict(cfg.get("joint") or {})}]
+    if written:
+        return written
+    if name == "curriculum":
+        depth = [("cls", {"cls"}), ("boxes", {"cls", "det"}), ("mask", {"cls", "det", "seg"})]
+        depth = [(lab, heads & set(model_heads)) for lab, heads in depth if heads & set(model_heads)]
+        return [{"name": lab, "epochs": n, "heads": sorted(h), "labels": lab}
+                for (lab, h), n in zip(depth, _split_epochs(int(epochs), len(depth)))]
+    if name == "cascade":
+        ccfg = dict(cfg.get("cascade") or {})
+        gate_heads = _gate_heads(ccfg, model_heads)
+        cls_epochs = ccfg.get("cls_epochs") or max(1, int(epochs) // 3)
+        if int(epochs) - cls_epochs < 1:
+            raise ConfigError(f"cascade: train.epochs={epochs} leaves no epochs after {cls_epochs} classifier epochs")
+        return [
+            {"name": "classifier", "epochs": cls_epochs, "heads": ["cls"], "labels": "cls",
+             "neg_fraction": ccfg.get("cls_neg_fraction")},
+            {"name": "localizers", "epochs": int(epochs) - cls_epochs, "heads": ["cls", *gate_heads],
+             "labels": "boxes" if "det" in gate_heads else "mask",
+             "neg_fraction": ccfg.get("neg_fraction", 0.25), "repeat_threshold": ccfg.get("repeat_threshold"),
+             "hard_negatives": ccfg.get("hard_negatives")},
+        ]
+    return written
+
+
+def _gate_heads(ccfg: Mapping, model_heads: Sequence[str]) -> list[str]:
+    return [h for h in ccfg.get("gate", ["seg", "det"]) if h in model_heads]
 
 
 def _split_epochs(epochs: int, parts: int) -> list[int]:
@@ -208,25 +243,18 @@ def _split_epochs(epochs: int, parts: int) -> list[int]:
     return base
 
 
+def _stages(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> list[Stage]:
+    return [_stage(spec, i, model_heads) for i, spec in enumerate(stage_specs(cfg, epochs, model_heads))]
+
+
 @SCHEDULES.register("joint")
 def joint(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
-    if cfg.get("stages"):
-        raise ConfigError("schedule.stages is for curriculum and cascade; joint trains every head every epoch")
-    spec = {"name": "joint", "epochs": int(epochs), **dict(cfg.get("joint") or {})}
-    return Schedule("joint", [_stage(spec, 0, model_heads)])
+    return Schedule("joint", _stages(cfg, epochs, model_heads))
 
 
 @SCHEDULES.register("curriculum")
 def curriculum(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
-    specs = list(cfg.get("stages") or [])
-    if not specs:  # by label depth: slice labels -> boxes -> masks
-        depth = [("cls", {"cls"}), ("boxes", {"cls", "det"}), ("mask", {"cls", "det", "seg"})]
-        depth = [(lab, heads & set(model_heads)) for lab, heads in depth if heads & set(model_heads)]
-        specs = [
-            {"name": lab, "epochs": n, "heads": sorted(h), "labels": lab}
-            for (lab, h), n in zip(depth, _split_epochs(int(epochs), len(depth)))
-        ]
-    return Schedule("curriculum", [_stage(s, i, model_heads) for i, s in enumerate(specs)])
+    return Schedule("curriculum", _stages(cfg, epochs, model_heads))
 
 
 @SCHEDULES.register("cascade")
@@ -234,23 +262,10 @@ def cascade(cfg: Mapping, epochs: int, model_heads: Sequence[str]) -> Schedule:
     ccfg = dict(cfg.get("cascade") or {})
     if "cls" not in model_heads:
         raise ConfigError("schedule.name=cascade needs a classification head (model.heads.cls)")
-    gate_heads = [h for h in ccfg.get("gate", ["seg", "det"]) if h in model_heads]
-    specs = list(cfg.get("stages") or [])
-    if not specs:
-        cls_epochs = ccfg.get("cls_epochs") or max(1, int(epochs) // 3)
-        if int(epochs) - cls_epochs < 1:
-            raise ConfigError(f"cascade: train.epochs={epochs} leaves no epochs after {cls_epochs} classifier epochs")
-        specs = [
-            {"name": "classifier", "epochs": cls_epochs, "heads": ["cls"], "labels": "cls",
-             "neg_fraction": ccfg.get("cls_neg_fraction")},
-            {"name": "localizers", "epochs": int(epochs) - cls_epochs, "heads": ["cls", *gate_heads],
-             "labels": "boxes" if "det" in gate_heads else "mask",
-             "neg_fraction": ccfg.get("neg_fraction", 0.25), "repeat_threshold": ccfg.get("repeat_threshold"),
-             "hard_negatives": ccfg.get("hard_negatives")},
-        ]
+    stages = _stages(cfg, epochs, model_heads)
     target = float(ccfg.get("target_sensitivity", 0.95))
     if not 0 < target <= 1:
         raise ConfigError(f"schedule.cascade.target_sensitivity must be in (0, 1], got {target}")
     threshold = ccfg.get("threshold")
-    gate = CascadeGate(tuple(gate_heads), target, None if threshold is None else float(threshold))
-    return Schedule("cascade", [_stage(s, i, model_heads) for i, s in enumerate(specs)], gate=gate)
+    gate = CascadeGate(tuple(_gate_heads(ccfg, model_heads)), target, None if threshold is None else float(threshold))
+    return Schedule("cascade", stages, gate=gate)

@@ -12,7 +12,7 @@ from .epoch_selection import select_epochs
 from .location import location_metrics
 from .detection import (STAT_NAMES, coco_metrics, froc_2d, froc_3d, froc_curve, lesions_3d_from_mask,
                         sensitivity_at)
-from .report import render_markdown, write_json, write_metrics_json, write_report
+from .report import render_markdown, write_metrics_json, write_report
 from .segmentation import (confusion_counts, hausdorff_distance, hd95_per_label, segmentation_metrics,
                            subtype_known, volume_table)
 
@@ -38,6 +38,6 @@ __all__ = [
     "bootstrap_ci", "choose_threshold", "classification_metrics", "coco_metrics", "confusion_counts",
     "encode_masks", "froc_2d", "froc_3d", "froc_curve", "hausdorff_distance", "hd95_per_label",
     "hemorica_summary", "lesions_3d_from_mask", "location_metrics", "select_epochs", "render_markdown", "segmentation_metrics",
-    "sensitivity_at", "subtype_known", "tune_thresholds", "volume_table", "write_json", "write_metrics_json",
+    "sensitivity_at", "subtype_known", "tune_thresholds", "volume_table", "write_metrics_json",
     "write_report",
 ]

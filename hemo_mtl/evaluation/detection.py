@@ -14,6 +14,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..categories import CATEGORY_IDS, CATEGORY_NAMES, SUBTYPES
+from ..lesions import connected_lesions
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 ENGINES = ("faster", "pycocotools")
@@ -341,9 +342,10 @@ def froc_3d(gt_lesions: Sequence[Mapping], pred_lesions: Sequence[Mapping], *, i
     return (keys, curves) if return_curves else keys
 
 
-def lesions_3d_from_mask(mask: np.ndarray, patient_id: str, *, connectivity: int = 3,
+def lesions_3d_from_mask(mask: np.ndarray, patient_id: str, *, connectivity: int = 26,
                          scores: np.ndarray | None = None) -> list[dict]:
-    """3D lesions (26-connected components per subtype by default) of a label volume (X, Y, Z).
+    """3D lesions (``hemo_mtl.lesions``: 26-connected components per subtype by default) of a label
+    volume (X, Y, Z).
 
     bbox is xyxy in slice pixel coordinates (x = column = axis 1 of ``vol[:, :, k]``); with a
     probability volume ``scores`` (same shape) each lesion gets its max probability as score.
@@ -353,15 +355,13 @@ def lesions_3d_from_mask(mask: np.ndarray, patient_id: str, *, connectivity: int
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise ValueError(f"label volume for patient {patient_id!r} must be 3D (X, Y, Z), got {mask.shape}")
-    structure = ndimage.generate_binary_structure(3, connectivity)
+    ids, subtypes = connected_lesions(mask, connectivity)
     out = []
-    for c, name in enumerate(SUBTYPES, start=1):
-        lab, n = ndimage.label(mask == c, structure)
-        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-            rows, cols, zs = sl
-            les = {"patient_id": patient_id, "category_id": c,
-                   "bbox": [cols.start, rows.start, cols.stop, rows.stop], "slices": [zs.start, zs.stop - 1]}
-            if scores is not None:
-                les["score"] = float(np.max(scores[sl][lab[sl] == i]))
-            out.append(les)
+    for i, (sl, c) in enumerate(zip(ndimage.find_objects(ids), subtypes), start=1):
+        rows, cols, zs = sl
+        les = {"patient_id": patient_id, "category_id": c,
+               "bbox": [cols.start, rows.start, cols.stop, rows.stop], "slices": [zs.start, zs.stop - 1]}
+        if scores is not None:
+            les["score"] = float(np.max(scores[sl][ids[sl] == i]))
+        out.append(les)
     return out

@@ -5,16 +5,14 @@ Everything is written atomically (temp file in the target folder, then ``os.repl
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_json, atomic_write_text
 from ..categories import LABELS
 
 # preferred column order per table; any other metric follows alphabetically
@@ -31,41 +29,8 @@ CI_TAGS = ("_ci95_low", "_ci95_high")
 ROW_ORDER = ("all",) + LABELS
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return float(v) if math.isfinite(v) else None
-    return v
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Atomic JSON with NaN/inf written as null (strict JSON)."""
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
-    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
-
-
 def write_metrics_json(metrics: Mapping[str, float], path: str | Path) -> Path:
-    return write_json(path, dict(metrics))
+    return atomic_write_json(path, dict(metrics), sort_keys=True)
 
 
 def _split_key(key: str) -> tuple[str, str, str] | None:
@@ -159,7 +124,8 @@ def _figure():
 def _save(fig, path: Path) -> Path:
     plt = _figure()
     try:
-        _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path
@@ -338,7 +304,8 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, float], *, details: 
             if p:
                 plots.append(p)
     text = render_markdown(metrics, title=title, conventions=conventions, notes=notes, plots=plots)
-    paths["report"] = _atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(out / "report.md", text)
+    paths["report"] = out / "report.md"
     for p in plots:
         paths[p.stem] = p
     return paths

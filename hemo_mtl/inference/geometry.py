@@ -1,55 +1,22 @@
-"""Where a slice sits in the square model input, and back: resize longest side + centre pad, its
-inverse for probability maps, and the label map. Shared by the predictor and its probability maps."""
+"""Where a slice sits in the square model input, and back (``hemo_mtl.data.fit.SquareFit``, the
+geometry training uses too), and the label map. Shared by the predictor and its probability maps."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 
+from ..data.fit import Fit, SquareFit
 
-@dataclass(frozen=True)
-class Fit:
-    """Where an (H, W) slice sits inside the square model input after resize + centre pad."""
-    height: int
-    width: int
-    size: int
-
-    @property
-    def resized(self) -> tuple[int, int]:
-        scale = self.size / max(self.height, self.width)
-        return int(round(self.height * scale)), int(round(self.width * scale))
-
-    @property
-    def pad(self) -> tuple[int, int]:
-        h, w = self.resized
-        return (self.size - h) // 2, (self.size - w) // 2
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        h, w = self.resized
-        return h / self.height, w / self.width
+__all__ = ["Fit", "fit_to_square", "label_map", "label_volume", "unfit"]
 
 
 def fit_to_square(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, size, size): longest side to ``size`` (bilinear, half-pixel centres like
-    cv2.INTER_LINEAR), zero pad centred (PadIfNeeded's default)."""
-    fit = Fit(x.shape[-2], x.shape[-1], size)
-    h, w = fit.resized
-    if (h, w) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-    top, left = fit.pad
-    return F.pad(x, (left, size - w - left, top, size - h - top))
+    """(N, C, H, W) -> (N, C, size, size): the training geometry (``SquareFit``) on a batch."""
+    return SquareFit(size).tensor(x)
 
 
 def unfit(maps: torch.Tensor, fit: Fit) -> torch.Tensor:
     """Inverse of ``fit_to_square`` for probability maps (N, K, size, size) -> (N, K, H, W)."""
-    h, w = fit.resized
-    top, left = fit.pad
-    maps = maps[..., top:top + h, left:left + w]
-    if (h, w) != (fit.height, fit.width):
-        maps = F.interpolate(maps, size=(fit.height, fit.width), mode="bilinear", align_corners=False)
-    return maps
+    return SquareFit(fit.size).invert(maps, fit)
 
 
 def label_map(prob: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
 Everything works on the full volume at once (scipy.ndimage with an in-plane structuring element), so
 there is no per-slice Python loop: closing/opening act within each slice (the slice spacing is usually
 5x the pixel spacing, so smoothing across slices would merge unrelated bleeds), lesions are 3D
-26-connected components per subtype, the same definition ``converters.mask_to_coco.volume_instances``
-uses.
+26-connected components per subtype (``hemo_mtl.lesions``), the definition the lesion export
+(``converters.mask_to_coco.volume_instances``) and the 3D FROC use.
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..categories import SUBTYPES
+from ..lesions import connected_lesions, nonzero_box
 
 _IN_PLANE = np.ones((3, 3, 1), dtype=bool)  # 8-neighbourhood inside a slice, nothing across slices
-_LESION = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
+LESION_CONNECTIVITY = 26  # 3D lesions: the ground truth's (volume_instances) and the 3D FROC's rule
 
 
 def _per_subtype(mask: np.ndarray, fn) -> np.ndarray:
@@ -47,69 +48,23 @@ def clean_mask(mask: np.ndarray, closing: int = 0, opening: int = 0, min_voxels:
     if opening > 0:
         vol = _per_subtype(vol, lambda b: ndimage.binary_opening(b, _IN_PLANE, iterations=opening))
     if min_voxels > 0:
-        vol = _per_subtype(vol, lambda b: _drop_small(b, min_voxels))
+        ids, _ = connected_lesions(vol, LESION_CONNECTIVITY)
+        keep = np.bincount(ids.ravel(), minlength=1) >= min_voxels
+        keep[0] = False
+        vol = np.where(keep[ids], vol, 0).astype(np.uint8)
     return vol.reshape(np.shape(mask))
 
 
-def _drop_small(binary: np.ndarray, min_voxels: int) -> np.ndarray:
-    labels, n = ndimage.label(binary, _LESION)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labels]
-
-
-def nonzero_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """Index of the smallest box holding every nonzero voxel, grown by ``margin`` (clipped); None when
-    empty. Bleeds fill a small part of a scan: labelling or filtering the box instead of the whole
-    512 x 512 x Z volume gives the same answer several times faster."""
-    mask = np.asarray(mask)
-    if mask.ndim < 2:
-        raise ValueError(f"expected a 2D or 3D mask, got shape {mask.shape}")
-    plane = mask.any(axis=tuple(range(2, mask.ndim))) if mask.ndim > 2 else mask != 0
-    hits = [np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))]
-    if hits[0].size == 0:
-        return None
-    if mask.ndim == 3:
-        hits.append(np.flatnonzero(mask.any(axis=(0, 1))))
-    return tuple(slice(max(int(h[0]) - margin, 0), min(int(h[-1]) + 1 + margin, n)) for h, n in zip(hits, mask.shape))
-
-
-def _lesions_in_box(vol: np.ndarray):
-    """(bounding box of the bleed, lesion ids inside it, subtype of each lesion) or (None, None, [])."""
-    box = nonzero_box(vol)
-    if box is None:
-        return None, None, []
-    part = np.asarray(vol[box], dtype=np.uint8)
-    present = np.bincount(part.ravel(order="K"), minlength=len(SUBTYPES) + 1) > 0
-    ids = np.zeros(part.shape, np.int32)
-    subtypes: list[int] = []
-    for label in range(1, len(SUBTYPES) + 1):
-        if not present[label]:
-            continue
-        lab, n = ndimage.label(part == label, _LESION)
-        if n:
-            hit = lab > 0
-            ids[hit] = lab[hit] + len(subtypes)
-            subtypes += [label] * n
-    return box, ids, subtypes
-
-
 def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """3D lesions of a label volume: (lesion ids shaped like ``mask``, int32, 0 = none, lesions 1..N
-    numbered subtype by subtype; the subtype id 1..5 of each lesion). 26-connected components per
-    subtype, labelled inside the bleed's bounding box."""
-    vol = _as_volume(mask)
-    full = np.zeros(vol.shape, np.int32)
-    box, ids, subtypes = _lesions_in_box(vol)
-    if box is not None:
-        full[box] = ids
-    return full.reshape(np.shape(mask)), subtypes
+    """3D lesions of a label volume (a 2D mask is one slice): (lesion ids shaped like ``mask``, int32,
+    0 = none, lesions 1..N numbered subtype by subtype; the subtype id 1..5 of each lesion)."""
+    ids, subtypes = connected_lesions(_as_volume(mask), LESION_CONNECTIVITY)
+    return ids.reshape(np.shape(mask)), subtypes
 
 
 def lesion_counts(mask: np.ndarray) -> dict[str, int]:
     """Number of 3D (26-connected) lesions per subtype, plus ``any`` (their sum)."""
-    subtypes = _lesions_in_box(_as_volume(mask))[2]
+    subtypes = label_lesions(mask)[1]
     counts = {name: subtypes.count(i + 1) for i, name in enumerate(SUBTYPES)}
     return {"any": sum(counts.values()), **counts}
 

@@ -1,10 +1,11 @@
 """Multi-task model: one trunk (encoder + FPN) whose features serve every head.
 
-``build_model(cfg["model"])`` -> ``MultiTaskModel``; ``MODEL_DEFAULTS`` is the full default model
-section the config system validates against (``resolve_model_cfg`` does the validation).
+``build_model(cfg["model"])`` -> ``MultiTaskModel``; ``MODEL_SCHEMA`` types the model section the
+config system validates, ``MODEL_DEFAULTS`` is its default (``resolve_model_cfg`` fills and checks one).
 """
 from .backbones import BackboneWithFPN, Features, build_backbone, build_encoder
-from .defaults import BACKBONE_DEFAULTS, HEAD_DEFAULTS, LOSS_DEFAULTS, MODEL_DEFAULTS, resolve_model_cfg
+from .defaults import (BACKBONE_DEFAULTS, HEAD_DEFAULTS, HEAD_SCHEMAS, LOSS_DEFAULTS, MODEL_DEFAULTS, MODEL_SCHEMA,
+                       resolve_model_cfg)
 from .heads import ClassificationHead, MaskRCNNHead, SegmentationHead, YoloSegmentHead
 from .losses import (
     LossBalancer,
@@ -20,8 +21,10 @@ from .multitask import MultiTaskModel, build_model, count_parameters
 __all__ = [
     "BACKBONE_DEFAULTS",
     "HEAD_DEFAULTS",
+    "HEAD_SCHEMAS",
     "LOSS_DEFAULTS",
     "MODEL_DEFAULTS",
+    "MODEL_SCHEMA",
     "BackboneWithFPN",
     "ClassificationHead",
     "Features",

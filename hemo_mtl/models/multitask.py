@@ -102,7 +102,7 @@ def set_active_heads(model: nn.Module, heads: Iterable[str]) -> None:
 
 
 def build_model(model_cfg: dict | None = None) -> MultiTaskModel:
-    """Build from the ``model:`` section (validated against ``MODEL_DEFAULTS``); ``model.balancer``
+    """Build from the ``model:`` section (filled and checked against ``MODEL_SCHEMA``); ``model.balancer``
     is the ``LossBalancer`` for ``model.loss`` (a submodule, so learnable log-variances are in
     ``model.parameters()`` and in checkpoints)."""
     cfg = resolve_model_cfg(model_cfg)

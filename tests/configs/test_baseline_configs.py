@@ -76,7 +76,8 @@ def test_config_loads_and_states_its_gpu_time(path):
 def test_hemorica_protocol_values():
     cfg = load_config(REPO / "configs/hemorica/cls_mobilevit_xs.yaml")
     assert cfg["data"]["windows"] == ["brain"] * 3 and cfg["data"]["image_size"] == 224
-    assert cfg["data"]["split"] == {"seed": 32, "val": 0.2, "test": 0.0, "folds": 0, "fold": 0}
+    assert cfg["data"]["split"] == {"seed": 32, "val": 0.2, "test": 0.0, "folds": 0, "fold": 0,
+                                    "held_out_as": "val"}
     assert (cfg["train"]["optimizer"], cfg["data"]["batch_size"], cfg["train"]["epochs"]) == ("adam", 16, 50)
     assert cfg["train"]["lr"] == 1e-4 and load_config(REPO / "configs/hemorica/cls_resnet50.yaml")["train"]["lr"] == 1e-3
     assert cfg["eval"]["select"] == {"rule": "lowest_val_loss", "k": 10, "after_epoch": 10}

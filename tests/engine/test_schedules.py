@@ -232,7 +232,7 @@ def test_repeat_threshold_repeats_rare_subtype_slices_within_the_stage_selection
     assert np.array_equal(idx, sched.select_indices(stage, table, epoch=1, seed=0)[0])
     with pytest.raises(ValueError, match=r"repeat_threshold needs the subtype columns \['EDH'"):
         sched.select_indices(stage, table[["has_cls", "has_mask", "has_boxes", "any"]], epoch=1, seed=0)
-    with pytest.raises(ValueError, match=r"repeat_threshold must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"repeat_threshold=2 is out of range: must be in \(0, 1\]"):
         build_schedule({"name": "curriculum", "stages": [{"repeat_threshold": 2}]}, 2, ["cls"])
 
 
@@ -251,7 +251,7 @@ def test_joint_and_default_cascade_stages_take_slice_selection_options():
     cls_stage, loc = build_schedule({"name": "cascade", "cascade": {"cls_epochs": 1, "cls_neg_fraction": 0.3,
                                                                      "neg_fraction": 0.2}}, 4, ["cls", "seg"]).stages
     assert cls_stage.neg_fraction == 0.3 and loc.neg_fraction == 0.2 and loc.epochs == 3
-    with pytest.raises(ConfigError, match=r"neg_fraction must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"neg_fraction=1.5 is out of range: must be in \[0, 1\]"):
         build_schedule({"name": "cascade", "cascade": {"cls_neg_fraction": 1.5}}, 3, ["cls", "seg"])
 
 
@@ -292,7 +292,7 @@ def test_hard_negatives_take_the_classifier_s_highest_scored_negatives_first():
                           plain.select_indices(plain.stages[1], table, 1, 0)[0])
     with pytest.raises(ValueError, match="hard_negatives needs the classifier's scores"):
         sched.select_indices(stage, table, epoch=1, seed=0)
-    with pytest.raises(ConfigError, match=r"hard_negatives must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"hard_negatives=1.5 is out of range: must be in \[0, 1\]"):
         schedule(1.5)
     with pytest.raises(ConfigError, match="it needs neg_fraction"):
         build_schedule({"name": "curriculum", "stages": [{"heads": ["cls"], "hard_negatives": 0.5}]}, 2, ["cls"])

@@ -10,7 +10,8 @@ import pytest
 
 from hemo_mtl.evaluation import CONVENTIONS, classification_metrics, render_markdown, write_report
 from hemo_mtl.evaluation.detection import froc_curve
-from hemo_mtl.evaluation.report import _atomic_write, metric_tables, write_json
+from hemo_mtl.atomic import atomic_path
+from hemo_mtl.evaluation.report import metric_tables, write_metrics_json
 
 
 def _table_cell(md: str, table: str, row: str, col: str) -> str:
@@ -63,15 +64,12 @@ def test_report_tables_cis_and_plots(tmp_path):
 
 def test_a_write_that_fails_midway_leaves_the_old_file(tmp_path):
     target = tmp_path / "metrics.json"
-    write_json(target, {"a": 1.0})
+    write_metrics_json({"a": 1.0}, target)
 
-    def half_then_crash(tmp):
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
         with open(tmp, "w") as f:
             f.write('{"a": ')
         raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        _atomic_write(target, half_then_crash)
     assert json.loads(target.read_text()) == {"a": 1.0}
     assert os.listdir(tmp_path) == ["metrics.json"]
 

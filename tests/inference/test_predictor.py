@@ -3,15 +3,13 @@ from types import SimpleNamespace
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from hemo_mtl.data.transforms import resize_pipeline  # noqa: E402
 from hemo_mtl.data.windowing import window_hu  # noqa: E402
-from hemo_mtl.inference import PredictOptions, Predictor, Scan, fit_to_square, load_scan  # noqa: E402
+from hemo_mtl.inference import PredictOptions, Predictor, Scan, load_scan  # noqa: E402
 from hemo_mtl.models.gating import CascadeGate, gate_outputs  # noqa: E402
 
 torch.set_num_threads(2)
@@ -39,14 +37,6 @@ def _reference_labels(volume):
 def _predictor(size, **opts):
     cfg = {"data": {"windows": ["brain"], "image_size": size}, "model": {}}
     return Predictor(IntensityModel(), cfg, options=PredictOptions(**opts))
-
-
-@pytest.mark.parametrize("shape", [(100, 60), (37, 91), (64, 64)])
-def test_fit_to_square_matches_training_albumentations(shape):
-    img = np.random.default_rng(0).random((*shape, 2), dtype=np.float32)
-    ref = A.Compose(resize_pipeline(64))(image=img)["image"]
-    got = fit_to_square(torch.from_numpy(img.transpose(2, 0, 1))[None], 64)[0].numpy().transpose(1, 2, 0)
-    assert np.allclose(got, ref, atol=1e-5)
 
 
 def test_pad_undo_keeps_voxels_in_place(phantom_scan):

@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 
 from hemo_mtl.categories import coco_categories
 from hemo_mtl.evaluation import coco_metrics
-from hemo_mtl.evaluation.report import write_json
+from hemo_mtl.atomic import atomic_write_json
 
 
 def synthetic_coco(n_images: int, seed: int = 0, size: int = 256, masks: bool = False) -> tuple[dict, list]:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(x{r['speedup']:.1f}); max |stat diff| over {r['stats_compared']} stats = "
               f"{r['max_abs_stat_diff']:.2e}; AP {r['AP']:.4f}")
     if args.out:
-        write_json(args.out, rows)
+        atomic_write_json(args.out, rows, sort_keys=True)
     return 0
 
 

@@ -19,7 +19,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -194,14 +193,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> list[dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
@@ -224,7 +215,10 @@ def main(argv=None) -> list[dict]:
           f"{os.getloadavg()[0]:.1f} after")
     print(table(rows))
     if a.out:
-        _write_atomic(a.out, json.dumps(rows, indent=2))
+        sys.path.insert(0, str(REPO))  # the parent process imports the package only to write
+        from hemo_mtl.atomic import atomic_write_text
+
+        atomic_write_text(a.out, json.dumps(rows, indent=2))
     return rows
 
 

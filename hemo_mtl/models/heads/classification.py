@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hemo_mtl.categories import LABELS
+from hemo_mtl.config_schema import K, defaults_of
 from hemo_mtl.registry import HEADS
 
 from ..losses import masked_bce_with_logits
@@ -25,15 +26,16 @@ POOLS = {"avg": 1, "max": 1, "avgmax": 2}
 class ClassificationHead(nn.Module):
     task = "cls"
     uses_fpn = False
-    DEFAULTS = {
-        "type": "classification",
-        "features": "top",  # "top": pooled stride-32 encoder map; "fpn": pooled p2..p5 concatenated
-        "pool": "avgmax",  # "avg", "max", or "avgmax" (both, concatenated)
-        "hidden": 0,  # >0 adds a hidden layer of that width
-        "dropout": 0.0,
-        "pos_weight": None,  # list of 6 positive-class weights (any, EDH..IVH), or None
-        "label_smoothing": 0.0,
+    SCHEMA = {
+        "type": K("classification"),
+        "features": K("top", "top: pooled stride-32 encoder map; fpn: pooled p2..p5 concatenated"),
+        "pool": K("avgmax", "avg, max, or avgmax (both, concatenated)"),
+        "hidden": K(0, ">0 adds a hidden layer of that width"),
+        "dropout": K(0.0),
+        "pos_weight": K(None, "6 positive-class weights (any, EDH..IVH); null = 1", "list", items="float"),
+        "label_smoothing": K(0.0, "in [0, 1)"),
     }
+    DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, features: str = "top", pool: str = "avgmax", hidden: int = 0, dropout: float = 0.0,
                  pos_weight=None, label_smoothing: float = 0.0, type: str = "classification"):

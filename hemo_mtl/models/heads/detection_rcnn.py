@@ -24,6 +24,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from hemo_mtl.categories import SUBTYPES
+from hemo_mtl.config_schema import K, defaults_of
 from hemo_mtl.registry import HEADS
 
 from ..losses import boxed_slices
@@ -54,31 +55,32 @@ class MaskRCNNHead(nn.Module):
     task = "det"
     uses_fpn = True
     loss_names = tuple(_LOSS_NAMES.values())
-    DEFAULTS = {
-        "type": "rcnn",
-        "anchor_sizes": [8, 16, 32, 64, 128],  # px, one per level p2, p3, p4, p5, pool
-        "aspect_ratios": [0.5, 1.0, 2.0],
-        "rpn_fg_iou_thresh": 0.7,
-        "rpn_bg_iou_thresh": 0.3,
-        "rpn_batch_size_per_image": 128,
-        "rpn_pre_nms_top_n_train": 1000,
-        "rpn_post_nms_top_n_train": 300,
-        "rpn_pre_nms_top_n_test": 500,
-        "rpn_post_nms_top_n_test": 100,
-        "rpn_nms_thresh": 0.7,
-        "box_batch_size_per_image": 128,
-        "box_positive_fraction": 0.25,
-        "box_fg_iou_thresh": 0.5,
-        "box_bg_iou_thresh": 0.5,
-        "box_score_thresh": 0.05,
-        "box_nms_thresh": 0.5,
-        "box_detections_per_img": 50,
-        "representation_size": 256,
-        "mask": True,
-        "mask_channels": 128,
-        "mask_layers": 4,
-        "min_box_size": 2.0,
+    SCHEMA = {
+        "type": K("rcnn"),
+        "anchor_sizes": K([8, 16, 32, 64, 128], "px, one per level p2, p3, p4, p5, pool", items="int"),
+        "aspect_ratios": K([0.5, 1.0, 2.0], items="float"),
+        "rpn_fg_iou_thresh": K(0.7),
+        "rpn_bg_iou_thresh": K(0.3),
+        "rpn_batch_size_per_image": K(128),
+        "rpn_pre_nms_top_n_train": K(1000),
+        "rpn_post_nms_top_n_train": K(300),
+        "rpn_pre_nms_top_n_test": K(500),
+        "rpn_post_nms_top_n_test": K(100),
+        "rpn_nms_thresh": K(0.7),
+        "box_batch_size_per_image": K(128),
+        "box_positive_fraction": K(0.25),
+        "box_fg_iou_thresh": K(0.5),
+        "box_bg_iou_thresh": K(0.5),
+        "box_score_thresh": K(0.05),
+        "box_nms_thresh": K(0.5),
+        "box_detections_per_img": K(50),
+        "representation_size": K(256),
+        "mask": K(True, "Mask R-CNN's mask branch (false: Faster R-CNN)"),
+        "mask_channels": K(128),
+        "mask_layers": K(4),
+        "min_box_size": K(2.0, "px: smaller ground-truth boxes are padded to this size"),
     }
+    DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, anchor_sizes=(8, 16, 32, 64, 128), aspect_ratios=(0.5, 1.0, 2.0),
                  rpn_fg_iou_thresh=0.7, rpn_bg_iou_thresh=0.3, rpn_batch_size_per_image=128,

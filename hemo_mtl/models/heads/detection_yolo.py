@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hemo_mtl.categories import SUBTYPES
+from hemo_mtl.config_schema import K, defaults_of
 from hemo_mtl.registry import HEADS
 
 from ..losses import boxed_slices
@@ -60,20 +61,21 @@ class YoloSegmentHead(nn.Module):
     task = "det"
     uses_fpn = True
     loss_names = ("loss_yolo_box", "loss_yolo_seg", "loss_yolo_cls", "loss_yolo_dfl")
-    DEFAULTS = {
-        "type": "yolo",
-        "levels": ["p3", "p4", "p5"],
-        "num_masks": 32,
-        "num_protos": 64,
-        "reg_max": 16,
-        "box_gain": 7.5,
-        "cls_gain": 0.5,
-        "dfl_gain": 1.5,
-        "conf_thresh": 0.05,
-        "iou_thresh": 0.5,
-        "max_det": 50,
-        "class_weight": None,  # classification-loss weight per subtype (EDH..IVH), or None
+    SCHEMA = {
+        "type": K("yolo"),
+        "levels": K(["p3", "p4", "p5"], "FPN levels the head predicts on", items="str"),
+        "num_masks": K(32),
+        "num_protos": K(64),
+        "reg_max": K(16),
+        "box_gain": K(7.5),
+        "cls_gain": K(0.5),
+        "dfl_gain": K(1.5),
+        "conf_thresh": K(0.05),
+        "iou_thresh": K(0.5),
+        "max_det": K(50),
+        "class_weight": K(None, "classification-loss weight per subtype (EDH..IVH); null = 1", "list", items="float"),
     }
+    DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, levels=("p3", "p4", "p5"), num_masks=32, num_protos=64, reg_max=16,
                  box_gain=7.5, cls_gain=0.5, dfl_gain=1.5, conf_thresh=0.05, iou_thresh=0.5, max_det=50,

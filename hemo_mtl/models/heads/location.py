@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hemo_mtl.config_schema import K, defaults_of
 from hemo_mtl.registry import HEADS
 
 from ..losses import zero_loss
@@ -20,7 +21,8 @@ from ..losses import zero_loss
 class LocationHead(nn.Module):
     task = "location"
     uses_fpn = False
-    DEFAULTS = {"type": "location", "num_classes": 3, "hidden": 256, "dropout": 0.0}
+    SCHEMA = {"type": K("location"), "num_classes": K(3), "hidden": K(256), "dropout": K(0.0)}
+    DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, num_classes: int = 3, hidden: int = 256, dropout: float = 0.0, type: str = "location"):
         super().__init__()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hemo_mtl.categories import SUBTYPES, UNKNOWN_SUBTYPE
+from hemo_mtl.config_schema import K, defaults_of
 from hemo_mtl.registry import HEADS
 
 from ..losses import soft_dice_loss, subtype_partial_cross_entropy, zero_loss
@@ -112,18 +113,19 @@ class SemanticSegHead(nn.Module):
 class SegmentationHead(SemanticSegHead):
     task = "seg"
     uses_fpn = True
-    DEFAULTS = {
-        "type": "segmentation",
-        "mode": "multiclass",  # "multiclass": background + 5 subtypes; "binary": background + any bleed
-        "channels": 64,
-        "refine": True,
-        "refine_channels": 16,
-        "ce_weight": 1.0,
-        "dice_weight": 1.0,
-        "dice_include_background": False,
-        "any_dice_weight": 1.0,  # multiclass: extra Dice on "any bleed" = 1 - P(background)
-        "class_weight": None,  # CE weight per class (background first), or None
+    SCHEMA = {
+        "type": K("segmentation"),
+        "mode": K("multiclass", "multiclass: background + 5 subtypes; binary: background + any bleed"),
+        "channels": K(64),
+        "refine": K(True),
+        "refine_channels": K(16),
+        "ce_weight": K(1.0),
+        "dice_weight": K(1.0),
+        "dice_include_background": K(False),
+        "any_dice_weight": K(1.0, "multiclass: extra Dice on any bleed = 1 - P(background)"),
+        "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
     }
+    DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, mode: str = "multiclass", channels: int = 64, refine: bool = True,
                  refine_channels: int = 16, ce_weight: float = 1.0, dice_weight: float = 1.0,

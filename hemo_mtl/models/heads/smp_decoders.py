@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hemo_mtl.config_schema import K, defaults_of
 from hemo_mtl.registry import HEADS
 
 from .segmentation import SemanticSegHead
@@ -30,18 +31,19 @@ class _SmpSegHead(SemanticSegHead):
 
 @HEADS.register("unet")
 class UnetHead(_SmpSegHead):
-    DEFAULTS = {
-        "type": "unet",
-        "mode": "binary",
-        "decoder_channels": [256, 128, 64, 32, 16],
-        "stem_channels": 32,
-        "attention": None,  # smp attention_type, e.g. "scse"
-        "ce_weight": 1.0,
-        "dice_weight": 1.0,
-        "dice_include_background": False,
-        "any_dice_weight": 1.0,  # multiclass only
-        "class_weight": None,  # CE weight per class (background first), or None
+    SCHEMA = {
+        "type": K("unet"),
+        "mode": K("binary", "binary | multiclass"),
+        "decoder_channels": K([256, 128, 64, 32, 16], items="int"),
+        "stem_channels": K(32),
+        "attention": K(None, "smp attention_type, e.g. scse", "str"),
+        "ce_weight": K(1.0),
+        "dice_weight": K(1.0),
+        "dice_include_background": K(False),
+        "any_dice_weight": K(1.0, "multiclass only"),
+        "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
     }
+    DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, mode: str = "binary", decoder_channels=(256, 128, 64, 32, 16), stem_channels: int = 32,
                  attention=None, ce_weight: float = 1.0, dice_weight: float = 1.0,
@@ -69,18 +71,19 @@ class UnetHead(_SmpSegHead):
 
 @HEADS.register("pspnet")
 class PSPNetHead(_SmpSegHead):
-    DEFAULTS = {
-        "type": "pspnet",
-        "mode": "binary",
-        "out_channels": 512,
-        "dropout": 0.2,
-        "level": 1,  # encoder level pooled: 0..3 = stride 4, 8, 16, 32 (smp default: stride 8)
-        "ce_weight": 1.0,
-        "dice_weight": 1.0,
-        "dice_include_background": False,
-        "any_dice_weight": 1.0,  # multiclass only
-        "class_weight": None,  # CE weight per class (background first), or None
+    SCHEMA = {
+        "type": K("pspnet"),
+        "mode": K("binary", "binary | multiclass"),
+        "out_channels": K(512),
+        "dropout": K(0.2),
+        "level": K(1, "encoder level pooled: 0..3 = stride 4, 8, 16, 32 (smp default: stride 8)"),
+        "ce_weight": K(1.0),
+        "dice_weight": K(1.0),
+        "dice_include_background": K(False),
+        "any_dice_weight": K(1.0, "multiclass only"),
+        "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
     }
+    DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, mode: str = "binary", out_channels: int = 512, dropout: float = 0.2, level: int = 1,
                  ce_weight: float = 1.0, dice_weight: float = 1.0, dice_include_background: bool = False,
