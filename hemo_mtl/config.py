@@ -48,6 +48,11 @@ STAGE: dict[str, Key] = {
     **STAGE_SAMPLING,
 }
 
+TRAIN_ALSO: dict[str, Key] = {
+    "root": K(None, "a converted folder (manifest.csv), or raw data with `source`", "str"),
+    "source": K(None, "the source adapter that converts a raw root first (e.g. kaggle)", "str"),
+}
+
 SCHEMA: dict[str, Any] = {
     "seed": K(0, "seeds python, numpy and torch (and the phantom's split)", range=NONNEGATIVE),
     "output_dir": K("runs/default", "the run folder; every file a run writes is under it"),
@@ -75,6 +80,8 @@ SCHEMA: dict[str, Any] = {
             "slices": K(24, "slices per patient", range=POSITIVE),
             "canvas": K(512, "JPEG side, px (the head fills a random 60-90% of it)", range=POSITIVE),
         },
+        "train_also": K([], "more labelled datasets that join the training split only (never validation or "
+                            "test), e.g. Kaggle head_ct's `any` labels beside a masked release", items=TRAIN_ALSO),
         "split": {
             "seed": K(32, range=NONNEGATIVE),
             "val": K(0.2, "share of patients", range=FRACTION),

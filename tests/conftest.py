@@ -1,4 +1,5 @@
-"""Shared fixtures: the real sample data in ../shared/data (skipped with a reason when absent)."""
+"""Shared fixtures: the real sample data under HEMO_MTL_SHARED_DATA (default shared/data beside the
+checkout; tests that need it skip with a reason when it is absent)."""
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ SHARED_DATA = Path(os.environ.get("HEMO_MTL_SHARED_DATA", REPO.parent / "shared"
 def _shared(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_dir():
-        pytest.skip(f"real sample data not found at {path} (CI has ../shared/data; a fresh clone does not)")
+        pytest.skip(f"real sample data not found at {path} (set HEMO_MTL_SHARED_DATA to the folder holding the samples)")
     return path
 
 

@@ -21,7 +21,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,11 +103,12 @@ def main(argv=None) -> int:
     check_leakage({"folds": folds})
     atomic_write_json(out / "cv_folds.json", {"seed": seed, "folds": folds,
                                                "stratified_by": "rarest subtype present per patient"})
-    per_fold, tables, members, times = [], [], [], []
+    per_fold, tables, members, train_seconds = [], [], [], []
     for fold in range(args.folds):
-        start = time.perf_counter()
         run = train_fold(args, data_dir, fold)
-        times.append(time.perf_counter() - start)
+        final = json.loads((run / "final_metrics.json").read_text())
+        if final.get("time/train_seconds") is not None:
+            train_seconds.append(float(final["time/train_seconds"]))
         used = json.loads((run / "splits.json").read_text())
         if sorted(used["test"]) != sorted(folds[fold]):
             raise LeakageError(f"{run / 'splits.json'}: the run's test patients differ from {out / 'cv_folds.json'} fold {fold}")
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     everything = pd.concat(tables, ignore_index=True)
     results = {"folds": per_fold, "summary": cv.summarise([{k: v for k, v in f.items() if k != "fold"} for f in per_fold]),
                "pooled": cv.pooled_figures(everything), "seg_by_patient": cv.seg_by_patient(everything),
-               "config": args.config, "overrides": list(args.overrides), "fold_seconds_this_call": times}
+               "config": args.config, "overrides": list(args.overrides),
+               "train_minutes_per_fold": sum(train_seconds) / len(train_seconds) / 60 if train_seconds else None}
     atomic_write_json(out / "cv_results.json", results)
     atomic_write_text(out / "cv_report.md", cv.report_markdown(results))
     atomic_write_text(out / "members.txt", "\n".join(members) + "\n")

@@ -5,13 +5,14 @@ cd "$(dirname "$0")/../.."  # the repository root
 export OMP_WAIT_POLICY=PASSIVE
 OUT=runs/baselines
 CTICH=${CTICH:?set CTICH to the CT-ICH JPG release folder (Patients_CT/, hemorrhage_diagnosis.csv)}
+KAGGLE=${KAGGLE:?set KAGGLE to the Kaggle head_ct folder (head_ct/, labels.csv)}
 RUNTIME="--set train.progress=false --set data.num_workers=0"
 
 python tools/run_grid.py configs/hemorica/cls_resnet18.yaml configs/hemorica/cls_mobilevit_xs.yaml --out $OUT/hemorica_ctich \
   --set data.root=$CTICH --set data.source=physionet --set data.image_size=128 \
   --set train.epochs=8 --set eval.select.k=3 --set eval.select.after_epoch=3 --set train.num_threads=1 $RUNTIME
 python tools/run_grid.py configs/kaggle/cls_resnet18.yaml --folds 5 --out $OUT/kaggle \
-  --set data.image_size=128 --set train.epochs=10 --set train.num_threads=1 $RUNTIME
+  --set data.root=$KAGGLE --set data.image_size=128 --set train.epochs=10 --set train.num_threads=1 $RUNTIME
 python tools/run_grid.py configs/dtvit/vit_dual.yaml --out $OUT/dtvit_phantom \
   --set data.phantom.patients=12 --set data.phantom.size=128 --set data.phantom.slices=16 \
   --set data.image_size=128 --set data.extra.center_crop=112 --set train.epochs=20 --set data.batch_size=16 \

@@ -1,6 +1,6 @@
 """Augmentation: albumentations pipelines that keep image and mask aligned, plus HU jitter.
 
-Order matters on this stack (PITFALLS.md): intensity jitter happens in HU *before* windowing
+Order matters: intensity jitter happens in HU *before* windowing
 (albumentations' pixel transforms assume [0, 1] or uint8), geometry happens after windowing on the
 [0, 1] channels with fill 0 (= below the window, i.e. air). Instance boxes are derived from the
 transformed mask afterwards, so they are exact after any rotation.

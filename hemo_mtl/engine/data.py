@@ -9,6 +9,8 @@ it: a conversion replaces its output folder whole.
 ``data.synthetic.patients`` > 0 -> that many phantom patients rendered as CT-ICH JPG slices into
 ``output_dir/synthetic`` and converted into ``output_dir/synthetic_data``; they join the training split
 only (never validation or test), so every reported figure stays on real patients.
+``data.train_also`` -> each listed dataset (a converted folder, or raw data + ``source`` converted into
+``output_dir/train_also<i>``) joins the training split only, as the synthetic patients do.
 """
 from __future__ import annotations
 
@@ -62,11 +64,34 @@ def prepare_synthetic_dir(cfg: Mapping, dist: DistInfo) -> Path | None:
     return out
 
 
+def train_also_dirs(cfg: Mapping, dist: DistInfo | None = None, prepare: bool = False) -> list[Path]:
+    """The converted folders of ``data.train_also`` (converting raw ones on rank 0 when ``prepare``)."""
+    dist = dist or DistInfo()
+    out = []
+    for i, extra in enumerate(cfg["data"].get("train_also") or []):
+        root = Path(extra["root"]).expanduser()
+        if (root / "manifest.csv").is_file():
+            out.append(root)
+            continue
+        if not extra.get("source"):
+            raise FileNotFoundError(f"data.train_also[{i}].root {root} has no manifest.csv and no source to convert it")
+        if not root.exists():
+            raise FileNotFoundError(f"data.train_also[{i}].root {root} does not exist")
+        target = Path(cfg["output_dir"]) / f"train_also{i}"
+        if prepare and dist.is_main and not (target / "manifest.csv").is_file():
+            _convert(str(extra["source"]), root, target, {**cfg["data"], "split": {"seed": 0, "val": 0.0, "test": 0.0}})
+        out.append(target)
+    if prepare:
+        barrier()
+    return out
+
+
 def prepare_data_dir(cfg: Mapping, dist: DistInfo | None = None) -> Path:
     """The converted dataset folder of this run (generating / converting it on rank 0 if needed), and
-    the synthetic patients' folder when ``data.synthetic`` asks for one."""
+    the folders of what joins its training split (``data.synthetic``, ``data.train_also``)."""
     dist = dist or DistInfo()
     prepare_synthetic_dir(cfg, dist)
+    train_also_dirs(cfg, dist, prepare=True)
     data_cfg = cfg["data"]
     out = Path(cfg["output_dir"]) / DATA_DIR
     if data_cfg.get("root") is None:
@@ -163,12 +188,23 @@ def build_datasets(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
         missing = wanted - set(frame["patient_id"])
         if missing:
             raise ValueError(f"{data_dir / 'splits.json'}: patients not in the manifest: {sorted(missing)[:10]}")
-        if name == "train" and int((d.get("synthetic") or {}).get("patients") or 0) > 0:
-            extra = read_manifest(synthetic)
-            clash = sorted(set(extra["patient_id"]) & set(manifest["patient_id"]))
-            if clash:
-                raise ValueError(f"{synthetic}: synthetic patient ids {clash[:5]} are also real patients' ids")
-            frame = pd.concat([frame, extra], ignore_index=True)
+        if name == "train":
+            # (manifest, id prefix): another dataset's ids may repeat ours (Kaggle's 000-199 and CT-ICH's
+            # 049-130), so a joined dataset's patients and studies are renamed after its folder
+            joining = [(synthetic, "")] if int((d.get("synthetic") or {}).get("patients") or 0) > 0 else []
+            joining += [(folder / "manifest.csv", f"{folder.name}-") for folder in train_also_dirs(cfg)]
+            frames, seen = [frame], set(manifest["patient_id"])
+            for path, prefix in joining:
+                extra = read_manifest(path)
+                if prefix:
+                    extra["patient_id"] = prefix + extra["patient_id"].astype(str)
+                    extra["study_id"] = prefix + extra["study_id"].astype(str)
+                clash = sorted(set(extra["patient_id"]) & seen)
+                if clash:
+                    raise ValueError(f"{path}: patient ids {clash[:5]} are already used by another dataset of this run")
+                seen |= set(extra["patient_id"])
+                frames.append(extra)
+            frame = pd.concat(frames, ignore_index=True)
         out[name] = HemorrhageDataset(frame, train=name == "train",
                                       augment=d.get("augment") if name == "train" else None,
                                       extra=d.get("extra"), **common)

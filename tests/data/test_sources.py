@@ -1,4 +1,4 @@
-"""Sources against the datasets' own CSVs (real samples in ../shared/data) and hand-made bad inputs."""
+"""Sources against the datasets' own CSVs (the real samples named by HEMO_MTL_SHARED_DATA) and hand-made bad inputs."""
 import nibabel as nib
 import numpy as np
 import pandas as pd

@@ -182,6 +182,15 @@ class Workspace:
             return root
         return self.once("scan", make)
 
+    def ctich_release(self) -> Path:
+        """Phantom patients in the CT-ICH JPG release layout (the real-data recipe's input)."""
+        def make():
+            from hemo_mtl.data.phantom_display import write_ctich_phantom
+
+            write_ctich_phantom(self.root / "ctich", patients=6, seed=3, size=32, slices=4, canvas=40, first_number=100)
+            return self.root / "ctich"
+        return self.once("ctich", make)
+
     def eval_files(self) -> Path:
         """cls CSVs (test + validation), a COCO ground truth with results, label-mask folders."""
         def make():
@@ -358,6 +367,29 @@ def _predict_dicom_seg(ws):
     return result
 
 
+REAL_TINY = ["data.image_size=32", "data.batch_size=4", "data.num_workers=0", "train.epochs=1", "train.progress=false",
+             "train.num_threads=1", "train.lr_schedule.warmup_iters=2",
+             "data.synthetic={patients: 1, seed: 0, size: 32, slices: 4, canvas: 40}"]
+
+
+def _train_real(ws):
+    out = ws.root / "runs" / "ctich_jpg"
+    return _main(ws, "train_net.py", f"python tools/train_net.py --config configs/real/ctich_jpg.yaml "
+                                     f"data.root={ws.ctich_release()}", f"output_dir={out}", *REAL_TINY)
+
+
+def _cross_validate(ws):
+    out = ws.root / "cv"
+    result = _main(ws, "cross_validate.py", f"python tools/cross_validate.py --config configs/real/ctich_jpg.yaml "
+                                            f"--out {out} data.root={ws.ctich_release()}", "--folds", "3", *REAL_TINY)
+    assert (out / "cv_results.json").is_file() and (out / "cv_report.md").is_file()
+    return result
+
+
+def _docs_tables(ws):
+    return _main(ws, "docs_tables.py", "python tools/docs_tables.py", "--check")
+
+
 def _export(ws):
     out = ws.root / "exported"
     result = _main(ws, "export.py", f"python tools/export.py --weights {ws.demo_weights()} --format onnx --out {out}")
@@ -484,6 +516,9 @@ SMOKE: dict[str, Smoke] = {
     "tools/threshold_baseline.py --folds": Smoke(_threshold),
     "tools/predict.py --dicom-seg --input --out --weights": Smoke(_predict_dicom_seg, tiny=("--threads",)),
     "tools/export.py --format --out --weights": Smoke(_export),
+    "tools/train_net.py --config configs/real/ctich_jpg.yaml": Smoke(_train_real),
+    "tools/cross_validate.py --config configs/real/ctich_jpg.yaml --out": Smoke(_cross_validate, tiny=("--folds",)),
+    "tools/docs_tables.py": Smoke(_docs_tables, tiny=("--check",)),
     "tools/convert.py --folds --formats --input --out --source": Smoke(_convert_nnunet, tiny=("--quiet",)),
     "tools/evaluate.py --task seg --gt-masks --out --pred-masks": Smoke(_evaluate_seg_short),
     "tools/benchmark.py predict": Smoke(_benchmark("predict", "--size", "32", "--slices", "4", "--repeats", "1",

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Regenerate the results tables in README.md and docs/*.md from run outputs, so no number is typed.
+
+    python tools/docs_tables.py            # rewrite every generated block
+    python tools/docs_tables.py --check    # exit 1 when a block differs from its source
+
+A generated block sits between two HTML comments naming its kind and source files (relative to the
+repository), e.g.::
+
+    <!-- generated: cv docs/results/cv_ctich_jpg.json -->
+    ...table...
+    <!-- end generated -->
+
+Kinds: ``cv`` (one cross-validation's table, ``hemo_mtl.evaluation.cross_validation.report_markdown``)
+and ``cv_compare LABEL=FILE ...`` (the headline figures of several cross-validations side by side, one
+row per run). Source files are run outputs copied unchanged (``cv_results.json`` of
+tools/cross_validate.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hemo_mtl.atomic import atomic_write_text  # noqa: E402
+
+BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+COMPARE = (("slice AUC", "slice/auc"), ("slice F1 @tuned", "slice/f1@tuned"),
+           ("slice sens. @tuned", "slice/recall@tuned"), ("slice spec. @tuned", "slice/specificity@tuned"))
+
+
+def _load(name: str) -> dict:
+    path = ROOT / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: source of a generated docs table is missing")
+    return json.loads(path.read_text())
+
+
+def cv_table(results: dict) -> str:
+    from hemo_mtl.evaluation.cross_validation import report_markdown
+
+    text = report_markdown(results)
+    return text.split("\n", 2)[2].lstrip("\n")  # drop the report's title line
+
+
+def cv_compare(pairs: list[str]) -> str:
+    from hemo_mtl.evaluation.cross_validation import _cell
+
+    head = ["run", *(n for n, _ in COMPARE), "ICH patients found @tuned", "normal flagged @tuned",
+            "Dice (held-out masked patients)", "train min per fold"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for pair in pairs:
+        label, name = pair.split("=", 1)
+        r = _load(name)
+        s = r["summary"]
+        cells = [label.replace("_", " "), *(_cell(s.get(key, {})) for _, key in COMPARE)]
+        for found, total in (("patient/ich_found@tuned", "patient/ich_patients"),
+                             ("patient/normal_flagged@tuned", "patient/normal_patients")):
+            cells.append(f"{s[found]['total']:.0f} of {s[total]['total']:.0f}" if found in s else "-")
+        dice = [f"{pid}: {f['seg/dice']:.3f}" for pid, f in (r.get("seg_by_patient") or {}).items() if "seg/dice" in f]
+        cells.append(", ".join(dice) or "-")
+        minutes = r.get("train_minutes_per_fold")
+        cells.append(f"{minutes:.1f}" if minutes else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render(spec: str) -> str:
+    kind, *args = spec.split()
+    if kind == "cv" and len(args) == 1:
+        return cv_table(_load(args[0]))
+    if kind == "cv_compare" and args:
+        return cv_compare(args)
+    raise ValueError(f"unknown generated block {spec!r} (kinds: 'cv FILE', 'cv_compare LABEL=FILE ...')")
+
+
+def regenerate(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("spec")) + m.group(4), text)
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="report blocks that differ; change nothing")
+    args = p.parse_args(argv)
+    stale = []
+    for doc in documents():
+        text = doc.read_text(encoding="utf-8")
+        new = regenerate(text)
+        if new != text:
+            stale.append(doc.relative_to(ROOT))
+            if not args.check:
+                atomic_write_text(doc, new)
+    for doc in stale:
+        print(f"{doc}: generated tables {'differ from their sources' if args.check else 'rewritten'}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    from hemo_mtl.cli_errors import run_main
+
+    sys.exit(run_main(main))
