@@ -45,25 +45,27 @@ def classification_head(model: nn.Module) -> nn.Module:
 
 
 class AnyLogitModel(nn.Module):
-    """image (B, C, S, S) -> classifier logits (B, 6), through ``taps`` on the maps the cls head pools.
+    """image (B, C, S, S) -> classifier logits (B, 6), through a ``tap`` on the map Grad-CAM explains.
 
-    Target layer: the last feature map(s) the cls head reads (the stride-32 encoder map, or with
-    ``features: fpn`` the FPN levels p2..p5, Grad-CAM averaging their maps), the latest maps that still
-    keep where things are; everything after them is pooling and the head's linear layers."""
+    Target layer: the last feature map feeding the cls head, after which there is only pooling and its
+    linear layers: the stride-32 encoder map, or with ``features: fpn`` the FPN's finest level (p2,
+    stride 4), the top-down pathway's last output, which sums every coarser level's semantics on the
+    finest grid (docs/experiments.md: all four levels averaged put the peak off the bleed more often)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.backbone = model.backbone
         self.head = classification_head(model)
-        levels = [k for k in self.backbone.strides if k != "pool"] if self.head.uses_fpn else ["top"]
-        self.taps = nn.ModuleDict({k: Tap() for k in levels})
+        levels = {k: v for k, v in self.backbone.strides.items() if k != "pool"}
+        self.level = min(levels, key=levels.get) if self.head.uses_fpn else "top"
+        self.taps = nn.ModuleDict({self.level: Tap()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             feats = self.backbone(x, with_fpn=self.head.uses_fpn)
         if self.head.uses_fpn:
             fpn = OrderedDict((k, self.taps[k](v) if k in self.taps else v) for k, v in feats.fpn.items())
-            feats = feats._replace(fpn=fpn)
+            feats = feats._replace(fpn=fpn)  # the other levels still feed the logits, as constants
         else:
             feats = feats._replace(top=self.taps["top"](feats.top))
         return self.head.logits(feats)
