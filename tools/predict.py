@@ -12,7 +12,8 @@
 of these (one scan per NIfTI file / sub-folder). Per scan, OUT/<scan name>/ gets slices.csv,
 summary.json, mask.nii.gz (input shape + affine; image folders: masks/*.png), detections.json (COCO
 results, image_id = slice index + 1), lesions.csv (one row per 3D lesion) and overlay.png (docs/predictions.md
-tells how to read them; --dicom-seg: seg.dcm on DICOM series inputs); OUT/summary.csv has one row per
+tells how to read them; --dicom-seg: seg.dcm on DICOM series inputs; --save-probabilities: probability and
+uncertainty maps; --saliency: saliency.nii.gz); OUT/summary.csv has one row per
 scan. Scan names are the file names without .nii/.nii.gz, or the whole file name where two would be equal
 (``scan/``, ``scan.nii`` and ``scan.nii.gz`` give three folders). A bad scan prints one line naming the
 file and the problem; the others go on, and summary.csv is always written. Exit status 1 if any scan

@@ -233,9 +233,10 @@ class EnsemblePredictor(Predictor):
             out["cls_prob"] = _mean([m.calibrated(o)["cls_prob"] for m, _, o in parts])
         n = len(next(iter(parts[0][2].values())))
         fits = [f for _, f, _ in parts]
-        fit = fits[0] if all(f == fits[0] for f in fits) else None
+        same = all(f == fits[0] for f in fits)  # one model grid (or all already on the slice grid)
+        fit = fits[0] if same else None
         if all("seg_prob" in o for _, _, o in parts):
-            if all(f == fits[0] for f in fits):
+            if same:
                 out["seg_prob"] = _mean([o["seg_prob"] for _, _, o in parts])
             else:  # members of different input sizes: average on the slice grid
                 out["seg_prob"] = _mean([unfit(o["seg_prob"], f) if f is not None else o["seg_prob"] for _, f, o in parts])
