@@ -116,6 +116,15 @@ def test_predict_tool_writes_saliency_and_the_overlay_draws_it(weights, phantom_
     sal = np.asarray(Image.open(tmp_path / "sal" / "case" / "overlay.png"))
     assert plain.shape == sal.shape and (plain != sal).any()  # the heat map is blended in
 
+    folder = tmp_path / "pngs"  # an image folder: one saliency PNG per slice, at the slice's size
+    folder.mkdir()
+    for k, shape in enumerate([(40, 56), (32, 32)]):
+        Image.fromarray((np.random.default_rng(k).random(shape) * 255).astype(np.uint8)).save(folder / f"{k + 1}.png")
+    assert predict_tool.main(["--weights", str(weights), "--input", str(folder), "--out", str(tmp_path / "p"),
+                              "--threads", "2", "--saliency"]) == 0
+    maps = [np.asarray(Image.open(tmp_path / "p" / "pngs" / "saliency" / f"{k}.png")) for k in (1, 2)]
+    assert [m.shape for m in maps] == [(40, 56), (32, 32)] and all(m.dtype == np.uint8 and m.max() > 200 for m in maps)
+
 
 def test_saliency_without_the_library_is_one_line(weights, phantom_scan, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # import fails as when not installed
