@@ -43,11 +43,13 @@ setup(
     extras_require={
         # the exporters' and DICOM-SEG's consumers read our outputs in the tests: CI installs them
         "dev": ["pytest>=7.4", "pytest-xdist>=3.5", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2",
-                "highdicom>=0.22"],
+                "highdicom>=0.22", "grad-cam>=1.5"],
         # ONNX export (torch.onnx dynamo exporter needs onnxscript) and the onnxruntime predict backend
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
         # DICOM-SEG output of tools/predict.py --dicom-seg
         "dicom": ["highdicom>=0.22"],
+        # Grad-CAM saliency of tools/predict.py --saliency (pytorch_grad_cam)
+        "explain": ["grad-cam>=1.5"],
         # ultralytics is AGPL-3.0: optional, imported lazily, never required by the core.
         "yolo": ["ultralytics>=8.3,<9"],  # its Segment head and v8SegmentationLoss are internal API
     },

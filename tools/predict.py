@@ -5,12 +5,15 @@
     python tools/predict.py --weights RUN/model_final.pth --input dicom_series_folder/ --out preds/
     python tools/predict.py --weights RUN/model_final.pth --input folder_of_scans/ --out preds/ --flip-tta
     python tools/predict.py --weights exported/model.onnx --input scan.nii.gz --out preds/   # onnxruntime
+    python tools/predict.py --weights runs/grid/ --input scan.nii.gz --out preds/ --save-probabilities  # fold ensemble
+    python tools/predict.py --weights RUN/model_final.pth --input scan.nii.gz --out preds/ --saliency
 
 --input is a NIfTI file, a DICOM series folder, a folder of PNG/JPG slices, or a folder holding any
 of these (one scan per NIfTI file / sub-folder). Per scan, OUT/<scan name>/ gets slices.csv,
 summary.json, mask.nii.gz (input shape + affine; image folders: masks/*.png), detections.json (COCO
 results, image_id = slice index + 1), lesions.csv (one row per 3D lesion) and overlay.png (docs/predictions.md
-tells how to read them; --dicom-seg: seg.dcm on DICOM series inputs); OUT/summary.csv has one row per
+tells how to read them; --dicom-seg: seg.dcm on DICOM series inputs; --save-probabilities: probability and
+uncertainty maps; --saliency: saliency.nii.gz); OUT/summary.csv has one row per
 scan. Scan names are the file names without .nii/.nii.gz, or the whole file name where two would be equal
 (``scan/``, ``scan.nii`` and ``scan.nii.gz`` give three folders). A bad scan prints one line naming the
 file and the problem; the others go on, and summary.csv is always written. Exit status 1 if any scan
@@ -35,9 +38,10 @@ from tqdm import tqdm  # noqa: E402
 
 from hemo_mtl.atomic import atomic_path  # noqa: E402
 from hemo_mtl.cli_errors import one_line, run_main  # noqa: E402
-from hemo_mtl.inference import PredictOptions, Predictor, find_scans, load_scan, write_scan_outputs  # noqa: E402
+from hemo_mtl.inference import PredictOptions, find_scans, load_scan, write_scan_outputs  # noqa: E402
 from hemo_mtl.inference.backends import BACKENDS  # noqa: E402
 from hemo_mtl.inference.dicom_seg import build_dicom_seg, dicom_sources, write_dicom_seg  # noqa: E402
+from hemo_mtl.inference.ensemble import load_predictor  # noqa: E402
 from hemo_mtl.paths import confined, safe_component  # noqa: E402
 
 
@@ -61,7 +65,9 @@ POSITIVE, NONNEGATIVE, PROBABILITY = _number(int, 0, low_open=True), _number(int
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="RUN/model_final.pth, or an exported model.onnx / model.torchscript.pt")
+    p.add_argument("--weights", required=True, nargs="+",
+                   help="RUN/model_final.pth, or an exported model.onnx / model.torchscript.pt; several (or a "
+                        "members.txt, or a tools/run_grid.py output folder): an ensemble, outputs averaged")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="runtime (default: from --weights: .onnx -> onnxruntime, .torchscript.pt -> torchscript, else torch)")
     p.add_argument("--input", required=True, help="NIfTI file, DICOM folder, PNG/JPG folder, or a folder of scans")
@@ -74,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write probabilities.nii.gz (per-subtype, 4th dim) and, with --flip-tta or several "
                         "--weights, uncertainty.nii.gz (image folders: probabilities/*.npz)")
+    p.add_argument("--saliency", action="store_true",
+                   help="also write saliency.nii.gz, Grad-CAM of the classifier's p(any) (image folders: "
+                        "saliency/*.npz), drawn on overlay.png (extra 'explain')")
     p.add_argument("--sliding-window", action="store_true", help="native resolution, overlapping patches")
     p.add_argument("--patch", type=POSITIVE, default=160)
     p.add_argument("--stride", type=POSITIVE, default=80)
@@ -127,10 +136,10 @@ def main(argv=None) -> int:
                              calibrate=not args.no_calibration, save_probabilities=args.save_probabilities,
                              sliding_window=args.sliding_window, patch=args.patch, stride=args.stride,
                              closing=args.closing, opening=args.opening, min_voxels=args.min_voxels,
-                             score_threshold=args.score_threshold)
+                             score_threshold=args.score_threshold, saliency=args.saliency)
     if not Path(args.input).exists():
         raise FileNotFoundError(2, "input not found", args.input)
-    predictor = Predictor.from_checkpoint(args.weights, options, args.device, args.backend)
+    predictor = load_predictor(args.weights, options, args.device, args.backend)
     out = writable_folder(Path(args.out))
     scans = find_scans(args.input)
     rows, failed = [], 0

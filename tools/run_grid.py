@@ -9,7 +9,9 @@ Each run goes to ``<out>/<config stem>[/fold<k>]`` through ``tools/train_net.py`
 for every run via ``--set``). A run whose ``final_metrics.json`` exists is skipped, and an unfinished
 one continues from its checkpoints (``--resume``; ``--overwrite`` when it stopped before its first
 checkpoint), so an interrupted grid resumes where it stopped. The table (``<out>/grid.csv`` and ``grid.md``) has one row per run and,
-with folds, a mean and a standard deviation row per config.
+with folds, a mean and a standard deviation row per config. ``<out>/members.txt`` lists the finished runs'
+``model_final.pth`` (and ``<out>/<config stem>/members.txt`` that config's folds): ``tools/predict.py
+--weights <out>/<config stem>/`` predicts with the fold models as an ensemble.
 """
 from __future__ import annotations
 
@@ -146,6 +148,18 @@ def write_table(rows: list[dict], keys: list[str], out: Path) -> None:
     atomic_write_text(out / "grid.md", "\n".join(lines) + "\n")
 
 
+def write_member_lists(runs, out: Path) -> None:
+    """members.txt of the finished runs' model_final.pth: the grid's in ``out``, each config's folds in its
+    folder (``tools/predict.py --weights <folder>`` predicts with them as an ensemble)."""
+    from hemo_mtl.inference.ensemble import write_members
+
+    done = [(cfg, fold, run_dir / "model_final.pth") for cfg, fold, run_dir in runs
+            if (run_dir / "final_metrics.json").is_file() and (run_dir / "model_final.pth").is_file()]
+    write_members(out, [c for _, _, c in done])
+    for cfg in dict.fromkeys(cfg for cfg, fold, _ in done if fold is not None):
+        write_members(out / cfg.stem, [c for k, fold, c in done if k == cfg and fold is not None])
+
+
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs = plan(expand(args.configs), out, args.folds)
@@ -170,6 +184,7 @@ def main(args: argparse.Namespace) -> int:
         rows = collect(runs, keys)
         write_table(rows, keys, out)
         print(f"table: {out / 'grid.md'} ({len(rows)} rows)")
+        write_member_lists(runs, out)
     for f in failed:
         print(f"error: run failed: {f}", file=sys.stderr)
     return 1 if failed else 0

@@ -1,5 +1,6 @@
 """Per-scan result files: slices.csv, summary.json, mask.nii.gz (or masks/*.png), detections.json, overlay.png,
-lesions.csv; on request probabilities.nii.gz and uncertainty.nii.gz (image folders: probabilities/*.npz).
+lesions.csv; on request probabilities.nii.gz, uncertainty.nii.gz and saliency.nii.gz (image folders:
+probabilities/*.npz, uncertainty/*.npz, saliency/*.png).
 
 Probability and uncertainty volumes are stored as uint8 with the NIfTI scale factor 1/255 (``scl_slope``):
 nibabel's ``get_fdata``, ITK-SNAP and 3D Slicer read probabilities 0..1 in steps of 1/255, a fifth of the
@@ -154,8 +155,11 @@ def write_scan_outputs(out_dir, scan, pred, predictor, extra_files: dict | None 
                 nib.save(quantised_nifti(pred.saliency, scan.affine, "Grad-CAM of p(any), 0..1"),
                          str(tmp / "saliency.nii.gz"))
         else:
-            for folder, maps in (("probabilities", pred.prob), ("uncertainty", pred.uncertainty),
-                                 ("saliency", pred.saliency)):
+            if pred.saliency is not None:  # a picture per slice, 0..255 for 0..1, beside its mask's name
+                (tmp / "saliency").mkdir()
+                for name, m in zip(mask_file_names(scan.names), pred.saliency):
+                    Image.fromarray(np.clip(np.rint(m * 255.0), 0, 255).astype(np.uint8)).save(tmp / "saliency" / name)
+            for folder, maps in (("probabilities", pred.prob), ("uncertainty", pred.uncertainty)):
                 if maps is not None:
                     (tmp / folder).mkdir()
                     for name, m in zip(mask_file_names(scan.names), maps):  # the masks' unique names

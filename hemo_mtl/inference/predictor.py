@@ -61,6 +61,7 @@ class PredictOptions:
     channels_last: bool = True  # NHWC model + input: faster CPU convolutions (outputs equal to ~1e-6)
     calibrate: bool = True  # apply the checkpoint's temperature scaling (when it carries one) to cls_prob
     save_probabilities: bool = False  # keep per-subtype probability maps (+ entropy with TTA / an ensemble)
+    saliency: bool = False  # Grad-CAM of the classifier's any logit per slice (saliency.py; extra 'explain')
 
 
 @dataclass
@@ -169,6 +170,14 @@ def with_context(x: torch.Tensor, context: int) -> torch.Tensor:
     return x[index].transpose(1, 2).reshape(len(x), -1, *x.shape[-2:])
 
 
+def split_groups(groups, outs: list[dict]) -> list[dict]:
+    """One batched pass over all groups of slices -> one output dict per group (already one each: as is)."""
+    if len(outs) == len(groups):
+        return outs
+    bounds = np.cumsum([0] + [len(g) for g in groups])
+    return [{k: v[a:b] for k, v in outs[0].items()} for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 class Predictor:
     """A checkpoint ready to predict scans with the training-time preprocessing of its config."""
 
@@ -188,6 +197,20 @@ class Predictor:
         self.model = self.backend.module  # the torch model, None for an exported graph
         self.weights_sha256 = weights_sha256
         self.config_sha256 = sha256_config(config)
+        if self.options.saliency:
+            self.check_saliency()
+
+    def check_saliency(self) -> None:
+        """Before any scan runs: Grad-CAM needs the installed extra, the torch model and whole slices."""
+        from .saliency import classification_head, require_gradcam
+
+        require_gradcam()
+        if self.model is None:
+            raise DataError(f"saliency needs the torch model's gradients: run a model_final.pth, not the exported "
+                            f"{self.backend.name} graph")
+        if self.options.sliding_window:
+            raise DataError("saliency explains the classifier on the whole slice: it cannot run with the sliding window")
+        classification_head(self.model)
 
     @classmethod
     def from_checkpoint(cls, weights, options: PredictOptions | None = None, device="cpu",
@@ -329,15 +352,25 @@ class Predictor:
         t2 = time.perf_counter()
         outs = [self.calibrated(o) for o in outs]
         pred = self._assemble(scan, groups, fits, outs)
-        timings.update(preprocess=t1 - t0, model=t2 - t1, postprocess=time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        timings.update(preprocess=t1 - t0, model=t2 - t1, postprocess=t3 - t2)
+        if self.options.saliency:
+            from .saliency import scan_layout
+
+            pred.saliency = scan_layout(scan, self.saliency_maps(groups, inputs, fits))
+            timings["saliency"] = time.perf_counter() - t3
         pred.timings = timings
         return pred
 
+    def saliency_maps(self, groups, inputs, fits) -> list[np.ndarray]:
+        """Grad-CAM of p(any) on the slice grid, one (N, H, W) array per group (``model_inputs``' output)."""
+        from .saliency import slice_saliency
+
+        return slice_saliency(self.model, inputs[0], fits, [len(g) for g in groups], self.options.batch_size)
+
     def _assemble(self, scan: Scan, groups, fits, outs) -> ScanPrediction:
         """Back to slice geometry: per slice label masks, instances in slice pixels, cleaned volumes."""
-        if len(outs) != len(groups):  # one batched pass over all groups: split it per group
-            bounds = np.cumsum([0] + [len(g) for g in groups])
-            outs = [{k: v[a:b] for k, v in outs[0].items()} for a, b in zip(bounds[:-1], bounds[1:])]
+        outs = split_groups(groups, outs)
         cls, gate, masks, instances, probs, ents = [], [], [], [], [], []
         o = self.options
         for g, fit, out in zip(groups, fits, outs):

@@ -390,6 +390,51 @@ def _docs_tables(ws):
     return _main(ws, "docs_tables.py", "python tools/docs_tables.py", "--check")
 
 
+def _predict_flags(*flags: str, ensemble: bool = False):
+    """predict.py on the NIfTI scan with ``flags``; ``ensemble``: the demo checkpoint twice (an ensemble)."""
+    def run(ws):
+        out = ws.root / ("preds_" + "_".join(f.strip("-") for f in flags) + ("_ens" if ensemble else ""))
+        weights = " ".join([str(ws.demo_weights())] * (2 if ensemble else 1))
+        result = _main(ws, "predict.py", f"python tools/predict.py --weights {weights} --input "
+                                         f"{ws.scan() / 'scan.nii.gz'} --out {out} {' '.join(flags)}", "--threads", "1")
+        summary = json.loads((out / "scan" / "summary.json").read_text())
+        assert summary["members"] == (2 if ensemble else 1)
+        for flag, name in (("--save-probabilities", "probabilities.nii.gz"), ("--saliency", "saliency.nii.gz")):
+            assert (out / "scan" / name).is_file() == (flag in flags), name
+        return result
+    return run
+
+
+def _make_phantom_sized(ws):
+    out = ws.root / "made_phantom_sized"
+    result = _main(ws, "make_phantom.py", f"python tools/make_phantom.py --out {out} --patients 2 --seed 7 --size 32 "
+                                          "--slices 4")
+    assert len(list((out / "volumes").glob("*.nii.gz"))) == 2
+    return result
+
+
+def _benchmark_costs(ws):
+    out = ws.root / "predict_costs.json"
+    result = _main(ws, "benchmark.py", f"python tools/benchmark.py predict --costs --size 32 --slices 4 --repeats 1 "
+                                       f"--out {out}", "--threads", "1", "--image-size", "32")
+    assert len(json.loads(out.read_text())["rows"]) == 6
+    return result
+
+
+def _doc_table(ws):
+    data = ws.root / "predict_costs.json"
+    if not data.is_file():
+        _benchmark_costs(ws)
+    page = ws.root / "page.md"
+    page.write_text("before\n<!-- predict_costs -->\nold\n<!-- /predict_costs -->\nafter\n")
+    done = subprocess.run([sys.executable, "tools/benchmarks/doc_table.py", str(data), str(page)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = page.read_text()
+    assert "old" not in text and "| ensemble of 3 |" in text and text.endswith("after\n")
+    return f"python tools/benchmarks/doc_table.py {data} {page}", done.returncode
+
+
 def _export(ws):
     out = ws.root / "exported"
     result = _main(ws, "export.py", f"python tools/export.py --weights {ws.demo_weights()} --format onnx --out {out}")
@@ -521,6 +566,15 @@ SMOKE: dict[str, Smoke] = {
     "tools/docs_tables.py": Smoke(_docs_tables, tiny=("--check",)),
     "tools/convert.py --folds --formats --input --out --source": Smoke(_convert_nnunet, tiny=("--quiet",)),
     "tools/evaluate.py --task seg --gt-masks --out --pred-masks": Smoke(_evaluate_seg_short),
+    "tools/predict.py --flip-tta --input --out --save-probabilities --weights": Smoke(
+        _predict_flags("--save-probabilities", "--flip-tta"), tiny=("--threads",)),
+    "tools/predict.py --input --out --saliency --weights": Smoke(_predict_flags("--saliency"), tiny=("--threads",)),
+    "tools/predict.py --input --out --save-probabilities --weights": Smoke(
+        _predict_flags("--save-probabilities", ensemble=True), tiny=("--threads",)),
+    "tools/make_phantom.py --out --patients --seed --size --slices": Smoke(_make_phantom_sized),
+    "tools/benchmark.py predict --costs --out --repeats --size --slices": Smoke(
+        _benchmark_costs, tiny=("--threads", "--image-size")),
+    "tools/benchmarks/doc_table.py": Smoke(_doc_table),
     "tools/benchmark.py predict": Smoke(_benchmark("predict", "--size", "32", "--slices", "4", "--repeats", "1",
                                                    "--threads", "1", "--image-size", "32"),
                                         tiny=("--size", "--slices", "--repeats", "--threads", "--image-size")),

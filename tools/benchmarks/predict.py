@@ -4,6 +4,7 @@
     python tools/benchmark.py predict                       # 512x512x32, configs/demo.yaml model
     python tools/benchmark.py predict --size 256 --slices 16 --weights RUN/model_final.pth
     python tools/benchmark.py predict --no-per-slice        # the backends only
+    python tools/benchmark.py predict --costs --out costs.json   # ensembles of 1-3, maps, saliency
 
 Writes a synthetic head-like HU volume as an int16 NIfTI (how CT is stored), then times these modes,
 each run interleaved with the others (A B C A B C ...; a ratio is of the fastest and of the median runs):
@@ -14,6 +15,9 @@ each run interleaved with the others (A B C A B C ...; a ratio is of the fastest
 - ``per-slice loop``: what the batched predictor replaces, each slice windowed, resized, run and
   mapped back on its own (``predict_slice_by_slice``); the volume's morphology and the output files
   are shared. Its mask must equal the batched one (checked, agreement printed).
+With ``--costs`` the modes are instead what the trust outputs cost next to one model: ensembles of 2 and
+3 members (copies of the model: speed does not depend on the weights), ``--save-probabilities``
+(probability maps; with 2 members also uncertainty) and ``--saliency`` (Grad-CAM), all interleaved.
 Stages: I/O (NIfTI read + writing every output file), preprocessing (windowing + resize/pad), model
 and postprocessing (un-pad/resize, argmax, morphology, instances). Without ``--weights`` the model is
 the config's, randomly initialised (speed does not depend on training).
@@ -104,21 +108,30 @@ def time_once(predictor: Predictor, path: Path, out: Path, loop: bool = False) -
     return {"io": t_read + t_write, **pred.timings, "slices": scan.num_slices}, pred.mask
 
 
+STAGES = ("io", "preprocess", "model", "postprocess", "saliency")  # saliency: 0 unless --saliency
+
+
+def total_s(rows: list[dict]) -> list[float]:
+    return [sum(r.get(k, 0.0) for k in STAGES) for r in rows]
+
+
 def best_row(rows: list[dict]) -> dict:
-    best = dict(min(rows, key=lambda r: r["io"] + r["preprocess"] + r["model"] + r["postprocess"]))
-    best["total"] = best["io"] + best["preprocess"] + best["model"] + best["postprocess"]
+    best = dict(min(rows, key=lambda r: total_s([r])[0]))
+    best["saliency"] = best.get("saliency", 0.0)
+    best["total"] = total_s([best])[0]
     best["slices_per_s"] = best["slices"] / best["total"]
     best["model_slices_per_s"] = best["slices"] / best["model"]
     return best
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| mode | slices/s (end to end) | slices/s (model) | I/O | preprocess | model | postprocess | total s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | slices/s (end to end) | slices/s (model) | I/O | preprocess | model | postprocess | saliency | total s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        share = {k: 100 * r[k] / r["total"] for k in ("io", "preprocess", "model", "postprocess")}
+        share = {k: 100 * r[k] / r["total"] for k in STAGES}
         lines.append(f"| {r['mode']} | {r['slices_per_s']:.2f} | {r['model_slices_per_s']:.2f} | {share['io']:.1f}% | "
-                     f"{share['preprocess']:.1f}% | {share['model']:.1f}% | {share['postprocess']:.1f}% | {r['total']:.2f} |")
+                     f"{share['preprocess']:.1f}% | {share['model']:.1f}% | {share['postprocess']:.1f}% | "
+                     f"{share['saliency']:.1f}% | {r['total']:.2f} |")
     return "\n".join(lines)
 
 
@@ -141,10 +154,27 @@ def same_heads(predictor: Predictor, heads) -> Predictor:
     return Predictor(model, predictor.config, predictor.gate.state_dict() if predictor.gate else None, predictor.options, weights_sha256=predictor.weights_sha256)
 
 
+def cost_predictors(base: Predictor, batch: int) -> dict[str, Predictor]:
+    """The ``--costs`` modes: ensembles of 2 and 3 copies of ``base``'s model, probability maps, saliency."""
+    from hemo_mtl.inference.ensemble import EnsemblePredictor
+
+    def one(**opts) -> Predictor:
+        return Predictor(copy.deepcopy(base.model), base.config, base.gate.state_dict() if base.gate else None,
+                         PredictOptions(batch_size=batch, **opts))
+
+    def ensemble(k: int, **opts) -> Predictor:
+        return EnsemblePredictor([one(**opts) for _ in range(k)], PredictOptions(batch_size=batch, **opts))
+
+    return {"ensemble of 2": ensemble(2), "ensemble of 3": ensemble(3),
+            "--save-probabilities": one(save_probabilities=True),
+            "ensemble of 2, --save-probabilities (+ uncertainty)": ensemble(2, save_probabilities=True),
+            "--saliency": one(saliency=True)}
+
+
 def ratio_line(runs: dict, a: str, b: str, stage: str) -> str:
     """a's speed over b's for ``stage`` ("model" or "total"), from the interleaved runs: min and median."""
     def stage_s(rows):
-        return [r["io"] + r["preprocess"] + r["model"] + r["postprocess"] if stage == "total" else r[stage] for r in rows]
+        return total_s(rows) if stage == "total" else [r[stage] for r in rows]
     ta, tb = stage_s(runs[a]), stage_s(runs[b])
     return f"{min(tb) / min(ta):.2f}x (min), {float(np.median(tb)) / float(np.median(ta)):.2f}x (median)"
 
@@ -162,6 +192,8 @@ def main(argv=None) -> int:
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"],
                    help="onnxruntime: the model exported to ONNX, next to torch on the same heads")
     p.add_argument("--no-per-slice", action="store_true", help="skip the per-slice modes")
+    p.add_argument("--costs", action="store_true",
+                   help="time ensembles of 1-3 models, --save-probabilities and --saliency instead of the backends")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as json here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -173,6 +205,10 @@ def main(argv=None) -> int:
         batched = f"torch, batched ({a.batch}/forward)"
         base = build_predictor(a, PredictOptions(batch_size=a.batch))
         predictors, loops = {batched: base}, {batched: False}
+        if a.costs:
+            a.no_per_slice, a.backends = True, []
+            for mode, predictor in cost_predictors(base, a.batch).items():
+                predictors[mode], loops[mode] = predictor, False
         if not a.no_per_slice:
             for mode, loop in (("torch, per-slice forward", False), ("torch, per-slice loop", True)):
                 predictors[mode] = Predictor(base.model, base.config, base.gate.state_dict() if base.gate else None, PredictOptions(batch_size=1))
@@ -203,12 +239,20 @@ def main(argv=None) -> int:
         print(f"{batched} vs {mode}: {ratio_line(runs, batched, mode, 'total')} end to end, "
               f"{ratio_line(runs, batched, mode, 'model')} model")
         print(f"  mask voxels equal to the batched mode's: {100 * float((masks[batched] == masks[mode]).mean()):.3f}%")
+    for mode in list(predictors)[1:] if a.costs else []:
+        print(f"{mode}: {ratio_line(runs, batched, mode, 'total')} the time of one model end to end")
     for fast, slow in pairs:
         print(f"{fast} vs {slow}: {ratio_line(runs, fast, slow, 'model')} model stage, "
               f"{ratio_line(runs, fast, slow, 'total')} end to end")
         print(f"  mask voxels equal: {100 * float((masks[fast] == masks[slow]).mean()):.3f}%")
     if a.out:
-        atomic_write_text(a.out, json.dumps(rows, indent=2))
+        for row in rows:  # the cost of each mode over one model's, fastest and median runs
+            row["times_one_model_min"] = min(total_s(runs[row["mode"]])) / min(total_s(runs[batched]))
+            row["times_one_model_median"] = float(np.median(total_s(runs[row["mode"]])) /
+                                                  np.median(total_s(runs[batched])))
+        setup = {"volume": [a.size, a.size, a.slices], "image_size": base.image_size, "threads": a.threads,
+                 "repeats": a.repeats, "load_before": load_before[0], "load_after": os.getloadavg()[0]}
+        atomic_write_text(a.out, json.dumps({"setup": setup, "rows": rows} if a.costs else rows, indent=2))
     return 0
 
 
