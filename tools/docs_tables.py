@@ -11,10 +11,10 @@ repository), e.g.::
     ...table...
     <!-- end generated -->
 
-Kinds: ``cv`` (one cross-validation's table, ``hemo_mtl.evaluation.cross_validation.report_markdown``)
-and ``cv_compare LABEL=FILE ...`` (the headline figures of several cross-validations side by side, one
-row per run). Source files are run outputs copied unchanged (``cv_results.json`` of
-tools/cross_validate.py).
+Kinds: ``cv FILE`` (one cross-validation's table, ``hemo_mtl.evaluation.cross_validation.report_markdown``),
+``cv_compare LABEL=FILE ...`` (the headline figures of several cross-validations side by side, one row
+per run) and ``predict_costs FILE`` (``tools/benchmark.py predict --costs --out FILE``). Source files
+are run outputs copied unchanged (``cv_results.json`` of tools/cross_validate.py, benchmark json).
 """
 from __future__ import annotations
 
@@ -70,13 +70,31 @@ def cv_compare(pairs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def predict_costs(data: dict) -> str:
+    """The ``predict --costs`` run as a Markdown table and one line on how it was measured."""
+    s = data["setup"]
+    lines = [f"Volume {'x'.join(map(str, s['volume']))}, model input {s['image_size']} px, {s['threads']} threads, "
+             f"{s['repeats']} interleaved runs per mode (fastest shown), load average {s['load_before']:.1f} before "
+             f"and {s['load_after']:.1f} after.", "",
+             "| mode | slices/s end to end | time vs one model (fastest) | (median) | model | saliency |",
+             "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['mode']} | {r['slices_per_s']:.1f} | {r['times_one_model_min']:.2f}x | "
+                     f"{r['times_one_model_median']:.2f}x | {100 * r['model'] / r['total']:.0f}% | "
+                     f"{100 * r.get('saliency', 0.0) / r['total']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
 def render(spec: str) -> str:
     kind, *args = spec.split()
     if kind == "cv" and len(args) == 1:
         return cv_table(_load(args[0]))
     if kind == "cv_compare" and args:
         return cv_compare(args)
-    raise ValueError(f"unknown generated block {spec!r} (kinds: 'cv FILE', 'cv_compare LABEL=FILE ...')")
+    if kind == "predict_costs" and len(args) == 1:
+        return predict_costs(_load(args[0]))
+    raise ValueError(f"unknown generated block {spec!r} (kinds: 'cv FILE', 'cv_compare LABEL=FILE ...', "
+                     "'predict_costs FILE')")
 
 
 def regenerate(text: str) -> str:

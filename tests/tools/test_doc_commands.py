@@ -421,20 +421,6 @@ def _benchmark_costs(ws):
     return result
 
 
-def _doc_table(ws):
-    data = ws.root / "predict_costs.json"
-    if not data.is_file():
-        _benchmark_costs(ws)
-    page = ws.root / "page.md"
-    page.write_text("before\n<!-- predict_costs -->\nold\n<!-- /predict_costs -->\nafter\n")
-    done = subprocess.run([sys.executable, "tools/benchmarks/doc_table.py", str(data), str(page)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    text = page.read_text()
-    assert "old" not in text and "| ensemble of 3 |" in text and text.endswith("after\n")
-    return f"python tools/benchmarks/doc_table.py {data} {page}", done.returncode
-
-
 def _export(ws):
     out = ws.root / "exported"
     result = _main(ws, "export.py", f"python tools/export.py --weights {ws.demo_weights()} --format onnx --out {out}")
@@ -574,7 +560,6 @@ SMOKE: dict[str, Smoke] = {
     "tools/make_phantom.py --out --patients --seed --size --slices": Smoke(_make_phantom_sized),
     "tools/benchmark.py predict --costs --out --repeats --size --slices": Smoke(
         _benchmark_costs, tiny=("--threads", "--image-size")),
-    "tools/benchmarks/doc_table.py": Smoke(_doc_table),
     "tools/benchmark.py predict": Smoke(_benchmark("predict", "--size", "32", "--slices", "4", "--repeats", "1",
                                                    "--threads", "1", "--image-size", "32"),
                                         tiny=("--size", "--slices", "--repeats", "--threads", "--image-size")),
