@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -77,10 +76,7 @@ def train_fold(args, data_dir: Path, fold: int) -> Path:
         cmd.append("--resume")
     cmd += fold_overrides(args, data_dir, fold)
     print(f"[cv] fold {fold}: training -> {run}", flush=True)
-    # idle OpenMP threads sleep instead of spinning: on a machine that also runs other work, spinning
-    # threads wait for a descheduled sibling and a step took several times longer
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    done = subprocess.run(cmd, env=env)
+    done = subprocess.run(cmd)
     if done.returncode != 0 or not (run / "model_final.pth").is_file():
         raise RuntimeError(f"fold {fold}: training failed (exit {done.returncode}); see {run}")
     return run
