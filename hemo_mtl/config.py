@@ -80,6 +80,12 @@ SCHEMA: dict[str, Any] = {
             "slices": K(24, "slices per patient", range=POSITIVE),
             "canvas": K(512, "JPEG side, px (the head fills a random 60-90% of it)", range=POSITIVE),
         },
+        "lesion_insertion": {  # hemo_mtl.data.lesion_insertion (display-image datasets)
+            "p": K(0.0, "probability that a training slice with a known-empty mask gets a synthetic bleed drawn in",
+                   range=FRACTION),
+            "subtypes": K(["SDH", "EDH", "IPH"], "shapes drawn (subdural crescent, epidural lens, parenchymal blob)",
+                          items="str"),
+        },
         "train_also": K([], "more labelled datasets that join the training split only (never validation or "
                             "test), e.g. Kaggle head_ct's `any` labels beside a masked release", items=TRAIN_ALSO),
         "split": {

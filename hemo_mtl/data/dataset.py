@@ -54,6 +54,7 @@ class HemorrhageDataset(Dataset):
         location_classes=None,
         extra: dict | None = None,
         context_slices: int = 0,
+        lesion_insertion: dict | None = None,
     ):
         frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
         if patients is not None:
@@ -85,6 +86,15 @@ class HemorrhageDataset(Dataset):
         self.location_classes = tuple(location_classes or ())
         self.locations = self._location_codes()
         self.extra = build_extra_transforms(extra, train=train)
+        # train only: draw a synthetic bleed into known-empty slices with this probability (data.lesion_insertion)
+        ins = dict(lesion_insertion or {})
+        self.insertion = ins if train and float(ins.get("p") or 0) > 0 else None
+        if self.insertion is not None:
+            from .lesion_insertion import SHAPES
+
+            unknown = sorted(set(self.insertion.get("subtypes") or SHAPES) - set(SHAPES))
+            if unknown:
+                raise ValueError(f"data.lesion_insertion.subtypes: {unknown} cannot be drawn; one of {list(SHAPES)}")
 
     def _location_codes(self) -> np.ndarray:
         """Class index of each row's ``location`` (-1: unknown, or no ``location_classes`` given)."""
@@ -127,6 +137,22 @@ class HemorrhageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frame)
 
+    def _insert_bleed(self, row, index: int, channels: np.ndarray, mask: np.ndarray, has_mask: bool):
+        """(channels, mask, subtype) with a synthetic bleed drawn in (``data.lesion_insertion``), or None:
+        only on training slices whose mask is known to be empty and whose every label is known negative."""
+        if self.insertion is None or not has_mask or mask.any():
+            return None
+        if any(pd.isna(row[n]) or float(row[n]) != 0.0 for n in LABELS):
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+        if rng.random() >= float(self.insertion["p"]):
+            return None
+        from .lesion_insertion import SHAPES, insert_bleed
+
+        if row["kind"] == "hu":  # HU rows are windowed by now; bleeds are drawn on display rows
+            return None
+        return insert_bleed(channels, "display", rng, tuple(self.insertion.get("subtypes") or SHAPES))
+
     # ------------------------------------------------------------------ one sample
     def __getitem__(self, index: int) -> dict:
         row = self.frame.iloc[index]
@@ -148,6 +174,9 @@ class HemorrhageDataset(Dataset):
             mask = np.zeros(orig_size, np.uint8)
         if mask.shape != orig_size:
             raise ValueError(f"{row['mask']}: mask shape {mask.shape} differs from image {row['image']} {orig_size}")
+        drawn = self._insert_bleed(row, index, channels, mask, has_mask)
+        if drawn is not None:
+            channels, mask, drawn = drawn
         unknown_subtype = bool((mask == UNKNOWN_SUBTYPE).any())  # before augmentation: the same for every draw
         if self.train:
             # per-sample seed: the same augmentation whatever worker or resume point draws it
@@ -166,6 +195,9 @@ class HemorrhageDataset(Dataset):
             value = row[name]
             if not pd.isna(value):
                 cls[i], valid[i] = float(value), 1.0
+        if drawn is not None:  # the drawn bleed is the slice's one finding
+            cls[:] = 0.0
+            cls[LABELS.index("any")] = cls[LABELS.index(drawn)] = 1.0
         cls, valid = cls * self.label_keep, valid * self.label_keep
         has_boxes = bool(row["has_boxes"]) and not unknown_subtype
         boxes, labels, inst = mask_to_instances(mask_np.astype(np.uint8)) if has_boxes and has_mask else mask_to_instances(np.zeros_like(mask_np, np.uint8))

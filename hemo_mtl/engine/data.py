@@ -207,7 +207,7 @@ def build_datasets(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
             frame = pd.concat(frames, ignore_index=True)
         out[name] = HemorrhageDataset(frame, train=name == "train",
                                       augment=d.get("augment") if name == "train" else None,
-                                      extra=d.get("extra"), **common)
+                                      extra=d.get("extra"), lesion_insertion=d.get("lesion_insertion"), **common)
     patches = d.get("patches") or {}
     if int(patches.get("size") or 0) > 0:
         from ..data.patches import patch_view
