@@ -35,6 +35,9 @@ def test_fold_figures_match_sklearn_and_hand_counts():
     best = thr[np.argmax(tpr - fpr)]
     assert got["slice/threshold@tuned"] == pytest.approx(best)
     assert got["slice/f1@tuned"] == pytest.approx(f1_score(y, p >= got["slice/threshold@tuned"]))
+    # patient threshold: the highest one that finds every ICH validation patient = the lowest ICH max score
+    vmax = val.groupby("patient_id")["p_any"].max()
+    assert got["patient/threshold@tuned"] == pytest.approx(min(vmax["v1"], vmax["v3"]))
     # patient calls at 0.5: max over slices, counted by hand
     score = test.groupby("patient_id")["p_any"].max()
     truth = test.groupby("patient_id")["any"].max()
