@@ -1,0 +1,1 @@
+"""Speed benchmarks, one module per topic, run by ``hemo-mtl-benchmark <topic>`` (``tools/benchmark.py``)."""
