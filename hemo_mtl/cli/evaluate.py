@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from hemo_mtl.categories import LABELS  # noqa: E402
-from hemo_mtl.cli_errors import run_main  # noqa: E402
-from hemo_mtl.evaluation import (CONVENTIONS, classification_metrics, coco_metrics, confusion_counts,  # noqa: E402
+from hemo_mtl.categories import LABELS
+from hemo_mtl.cli_errors import run_main
+from hemo_mtl.evaluation import (CONVENTIONS, classification_metrics, coco_metrics, confusion_counts,
                                  froc_2d, hd95_per_label, segmentation_metrics, subtype_known,
                                  tune_thresholds, volume_table, write_report)
-from hemo_mtl.evaluation.detection import check_results  # noqa: E402
+from hemo_mtl.evaluation.detection import check_results
 
 KEYS = ("patient_id", "slice_idx")
 MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
@@ -371,5 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(evaluate_and_write, extra=(ValueError, KeyError))
 
 
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from hemo_mtl.atomic import atomic_write_json  # noqa: E402
-from hemo_mtl.config import load_config  # noqa: E402
+from hemo_mtl.atomic import atomic_write_json
+from hemo_mtl.cli_errors import run_main
+from hemo_mtl.config import load_config
 
 
 def score_run(run_dir: Path, low: float, high: float, closing: int, opening: int) -> dict:
@@ -64,5 +61,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -8,6 +8,8 @@
     python tools/train_net.py --config configs/mtl_joint.yaml --eval-only --weights runs/x/model_final.pth
     torchrun --nproc_per_node 2 tools/train_net.py --config configs/mtl_joint.yaml   # DDP (gloo on CPU)
 
+Installed as the console command ``hemo-mtl-train`` (the same arguments).
+
 The run directory (``output_dir``) gets config.yaml, splits.json, checkpoints/, tensorboard events,
 metrics.json (one line per evaluation), model_final.pth, final_metrics.json (test split) and report.md.
 A run directory that already holds a run is refused unless --resume continues it or --overwrite
@@ -24,33 +26,26 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
 # OMP_WAIT_POLICY stays the user's: PASSIVE (threads sleep at once between parallel regions) made a
 # training step 35% slower on 2 idle cores than libgomp's default (spin briefly, then sleep).
 
-try:
-    import hemo_mtl  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from hemo_mtl.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from hemo_mtl.cli_errors import run_main  # noqa: E402
-from hemo_mtl.config import ConfigError, load_config, save_config  # noqa: E402
-from hemo_mtl.engine import (CheckpointHook, EvalHook, LRScheduleHook, ProgressHook, TensorboardHook,  # noqa: E402
+from hemo_mtl.atomic import atomic_write_json, atomic_write_text
+from hemo_mtl.cli_errors import run_main
+from hemo_mtl.config import ConfigError, load_config, save_config
+from hemo_mtl.engine import (CheckpointHook, EvalHook, LRScheduleHook, ProgressHook, TensorboardHook,
                              Trainer, build_schedule, init_distributed, load_checkpoint,
                              resolve_device, save_checkpoint, seed_everything)
-from hemo_mtl.engine.checkpoint import (CHECKPOINT_DIR, CheckpointError, config_differences,  # noqa: E402
+from hemo_mtl.engine.checkpoint import (CHECKPOINT_DIR, CheckpointError, config_differences,
                                         describe_differences, list_checkpoints, load_model_weights,
                                         newest_intact_checkpoint)
-from hemo_mtl.engine.data import build_datasets, eval_loader, prepare_data_dir, run_splits  # noqa: E402
-from hemo_mtl.engine.distributed import barrier, cleanup, threads_per_rank  # noqa: E402
-from hemo_mtl.engine.hooks import append_metrics_line  # noqa: E402
-from hemo_mtl.evaluation.loop import evaluate  # noqa: E402
-from hemo_mtl.models.gating import CascadeGate  # noqa: E402
-from hemo_mtl.paths import safe_component  # noqa: E402
+from hemo_mtl.engine.data import build_datasets, eval_loader, prepare_data_dir, run_splits
+from hemo_mtl.engine.distributed import barrier, cleanup, threads_per_rank
+from hemo_mtl.engine.hooks import append_metrics_line
+from hemo_mtl.evaluation.loop import evaluate
+from hemo_mtl.models.gating import CascadeGate
+from hemo_mtl.paths import safe_component
 
 # what a training run writes into its output_dir (data/ and phantom/ are the generated dataset, kept and reused)
 RUN_FILES = ("config.yaml", "splits.json", "model_final.pth", "metrics.json", "final_metrics.json",

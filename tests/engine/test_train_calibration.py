@@ -1,7 +1,6 @@
 """eval.temperature_scaling end to end: fitted on val, carried in model_final.pth, reported, applied by the predictor."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,10 +19,9 @@ TINY = ["data.image_size=64", "data.phantom={patients: 16, seed: 2, size: 64, sl
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", REPO / "tools" / "train_net.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from hemo_mtl.cli import train
+
+    return train
 
 
 @pytest.mark.slow
