@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import runpy
 import subprocess
 import sys
@@ -54,6 +55,16 @@ def test_wrappers_hold_no_code_of_their_own():
         kinds = [type(n).__name__ for n in body]
         assert kinds == ["Import", "ImportFrom", "If"], (path.name, kinds)
         assert body[1].module.startswith("hemo_mtl.cli.") and [a.name for a in body[1].names] == ["cli"]
+
+
+def test_readme_table_lists_every_console_command_with_its_script_and_module():
+    rows = re.findall(r"^\| `(hemo-mtl-[a-z-]+)` \| `(tools/\w+\.py)` \| `(hemo_mtl/cli/\w+\.py)` \|$",
+                      (REPO / "README.md").read_text(encoding="utf-8"), re.M)
+    commands = console_scripts()
+    assert sorted(name for name, _, _ in rows) == sorted(commands)
+    for name, script, module in rows:
+        assert commands[name].split(":")[0] == module[:-len(".py")].replace("/", "."), name
+        assert wrapper_function(REPO / script) is resolve(commands[name]), name
 
 
 @pytest.mark.parametrize("command", sorted(console_scripts()))
