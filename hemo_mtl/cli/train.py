@@ -59,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> dict:
+    """One run (or --eval-only evaluation); returns the final split's metrics ({} on ranks other than 0)."""
     # 1. config, device, process group, seeds, the folder this run writes
     cfg = load_config(args.config, args.opts)
     check_eval_settings(cfg)
