@@ -129,8 +129,8 @@ class Worker:
 
     def __init__(self, args: dict):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen([sys.executable, "-m", "hemo_mtl.cli.benchmarks.model", "--worker", json.dumps(args)], cwd=REPO, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "hemo_mtl.cli.benchmarks.model", "--worker", json.dumps(args)],
+                                     cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def ask(self, command: str | None = None) -> dict:
         if command:
