@@ -11,7 +11,7 @@ results json, the ground truth checked with converters.validation (the rules of
 ``tools/convert.py --validate``; box-only annotations allowed). seg: label masks (0..5) as NIfTI
 (.nii/.nii.gz; voxel spacing from the affine, as predict measures volumes) or PNG, matched by file name. Ground truth without a prediction is reported and counted as a miss; a
 prediction without ground truth, NaN probabilities or wrong shapes stop with one line on stderr and
-exit code 2.
+exit code 2. Installed as the console command ``hemo-mtl-evaluate``.
 """
 from __future__ import annotations
 

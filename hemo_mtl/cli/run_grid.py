@@ -9,7 +9,8 @@ Each run goes to ``<out>/<config stem>[/fold<k>]`` through ``python -m hemo_mtl.
 for every run via ``--set``). A run whose ``final_metrics.json`` exists is skipped, and an unfinished
 one continues from its checkpoints (``--resume``; ``--overwrite`` when it stopped before its first
 checkpoint), so an interrupted grid resumes where it stopped. The table (``<out>/grid.csv`` and ``grid.md``) has one row per run and,
-with folds, a mean and a standard deviation row per config.
+with folds, a mean and a standard deviation row per config. Installed as the console command
+``hemo-mtl-run-grid``.
 """
 from __future__ import annotations
 

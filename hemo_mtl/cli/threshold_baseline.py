@@ -7,6 +7,7 @@
 Reads the run's config.yaml, data folder and splits.json (so the patients are exactly the ones its
 model was scored on), predicts with ``ThresholdSegmenter`` and writes ``threshold_metrics.json``
 (seg/any/*, cls/any/* slice sensitivity = recall, specificity) next to the run's final_metrics.json.
+Installed as the console command ``hemo-mtl-threshold-baseline``.
 """
 from __future__ import annotations
 
