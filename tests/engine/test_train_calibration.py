@@ -44,7 +44,8 @@ def test_temperature_fitted_on_val_lowers_val_nll_and_travels_to_the_predictor(t
     for label, temp in zip(LABELS, t):
         if temp != 1.0:
             assert val[f"cls/{label}/nll@calibrated"] <= val[f"cls/{label}/nll"] + 1e-9, label
-    assert json.loads((tmp_path / "val" / "final_metrics.json").read_text())["cls/any/temperature"] == pytest.approx(t[0])
+    evaluated = tmp_path / "val" / "eval" / "model_final-val"  # --eval-only writes its own folder in the run dir
+    assert json.loads((evaluated / "final_metrics.json").read_text())["cls/any/temperature"] == pytest.approx(t[0])
 
     from hemo_mtl.data.phantom import make_phantom_case
     from hemo_mtl.inference import PredictOptions, Predictor, Scan
