@@ -53,4 +53,17 @@ setup(
         # ultralytics is AGPL-3.0: optional, imported lazily, never required by the core.
         "yolo": ["ultralytics>=8.3,<9"],  # its Segment head and v8SegmentationLoss are internal API
     },
+    # the same functions tools/<name>.py runs from a checkout (tests/tools/test_console_scripts.py)
+    entry_points={"console_scripts": [
+        "hemo-mtl-train = hemo_mtl.cli.train:cli",
+        "hemo-mtl-convert = hemo_mtl.cli.convert:cli",
+        "hemo-mtl-predict = hemo_mtl.cli.predict:cli",
+        "hemo-mtl-evaluate = hemo_mtl.cli.evaluate:cli",
+        "hemo-mtl-export = hemo_mtl.cli.export:cli",
+        "hemo-mtl-stats = hemo_mtl.cli.stats:cli",
+        "hemo-mtl-phantom = hemo_mtl.cli.phantom:cli",
+        "hemo-mtl-run-grid = hemo_mtl.cli.run_grid:cli",
+        "hemo-mtl-benchmark = hemo_mtl.cli.benchmark:cli",
+        "hemo-mtl-threshold-baseline = hemo_mtl.cli.threshold_baseline:cli",
+    ]},
 )

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
+import hemo_mtl  # noqa: F401  (hemo_mtl._env: environment defaults before any test imports a library)
 
 REPO = Path(__file__).resolve().parents[1]
+# tools/*.py and `python -m hemo_mtl.cli.*` started by tests import this checkout's hemo_mtl
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 SHARED_DATA = Path(os.environ.get("HEMO_MTL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

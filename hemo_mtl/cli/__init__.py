@@ -1,5 +1,5 @@
 """The command-line programs: one module per command, each with ``main`` and a console entry ``cli``.
 
-``tools/<name>.py`` in a checkout and the ``hemo-mtl-<name>`` console commands that
-``pip install`` creates (setup.py) run the same ``cli`` functions.
+``tools/<script>.py`` in a checkout and the ``hemo-mtl-*`` console commands that ``pip install``
+creates (setup.py ``console_scripts``) run the same ``cli`` functions.
 """

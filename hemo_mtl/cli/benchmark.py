@@ -1,35 +1,32 @@
 #!/usr/bin/env python
-"""Speed benchmarks, one module per topic in tools/benchmarks/ (speed goals live here, never in tests).
+"""Speed benchmarks, one module per topic in hemo_mtl/cli/benchmarks/ (speed goals live here, never in tests).
 
     python tools/benchmark.py convert      # phantom generation, conversion throughput, mask -> COCO/YOLO vs others
     python tools/benchmark.py model        # forward+backward per backbone, multi-task vs single-task
     python tools/benchmark.py cocoeval     # faster-coco-eval vs pycocotools
     python tools/benchmark.py train        # training throughput, data loading vs compute
 
-Extra arguments go to the benchmark (`python tools/benchmark.py convert --help`).
+Extra arguments go to the benchmark (`python tools/benchmark.py convert --help`). Installed as the
+console command ``hemo-mtl-benchmark``.
 """
 from __future__ import annotations
 
 import importlib
-import os
+import pkgutil
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))  # `benchmarks.<name>` importable here and in spawned worker processes
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
+from hemo_mtl.cli import benchmarks
+from hemo_mtl.cli_errors import run_main
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in (HERE / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if not m.name.startswith("_"))
 
 
 def load(name: str):
     """The benchmark module, imported by its package name: multiprocessing pickles its functions by
     module name, so it must be in sys.modules (a module loaded from a file spec is not)."""
-    return importlib.import_module(f"benchmarks.{name}")
+    return importlib.import_module(f"{benchmarks.__name__}.{name}")
 
 
 def main(argv=None) -> int:
@@ -47,7 +44,10 @@ def main(argv=None) -> int:
     return result if isinstance(result, int) else 0
 
 
-if __name__ == "__main__":
-    from hemo_mtl.cli_errors import run_main
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
 
-    sys.exit(run_main(main))
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -9,17 +9,16 @@ DIR/conversion_report.json, one line each naming file and row or tag (docs/input
 output is built beside --out and moved into place when done: a non-empty --out is refused unless
 --overwrite, which replaces an earlier conversion whole. Exit status 1 when nothing usable is left,
 when a slice of the manifest could not be exported (PNG/COCO/YOLO), or with --strict on any bad item.
+Installed as the console command ``hemo-mtl-convert``.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hemo_mtl.registry import SOURCES  # noqa: E402
+from hemo_mtl.cli_errors import run_main
+from hemo_mtl.registry import SOURCES
 
 
 def parse_args(argv=None):
@@ -53,7 +52,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     args = parse_args(argv)
     if args.validate is not None:
         from converters.validation import validate_coco_file
@@ -89,5 +87,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

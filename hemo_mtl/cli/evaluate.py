@@ -11,28 +11,23 @@ results json, the ground truth checked with converters.validation (the rules of
 ``tools/convert.py --validate``; box-only annotations allowed). seg: label masks (0..5) as NIfTI
 (.nii/.nii.gz; voxel spacing from the affine, as predict measures volumes) or PNG, matched by file name. Ground truth without a prediction is reported and counted as a miss; a
 prediction without ground truth, NaN probabilities or wrong shapes stop with one line on stderr and
-exit code 2.
+exit code 2. Installed as the console command ``hemo-mtl-evaluate``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from hemo_mtl.categories import LABELS  # noqa: E402
-from hemo_mtl.cli_errors import run_main  # noqa: E402
-from hemo_mtl.evaluation import (CONVENTIONS, classification_metrics, coco_metrics, confusion_counts,  # noqa: E402
+from hemo_mtl.categories import LABELS
+from hemo_mtl.cli_errors import run_main
+from hemo_mtl.evaluation import (CONVENTIONS, classification_metrics, coco_metrics, confusion_counts,
                                  froc_2d, hd95_per_label, segmentation_metrics, subtype_known,
                                  tune_thresholds, volume_table, write_report)
-from hemo_mtl.evaluation.detection import check_results  # noqa: E402
+from hemo_mtl.evaluation.detection import check_results
 
 KEYS = ("patient_id", "slice_idx")
 MASK_SUFFIXES = (".nii.gz", ".nii", ".png")
@@ -371,5 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(evaluate_and_write, extra=(ValueError, KeyError))
 
 
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

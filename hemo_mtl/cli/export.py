@@ -11,21 +11,17 @@ config, cascade gate, input geometry and output names that tools/predict.py --ba
 needs to run the same pipeline. Detection heads (Mask R-CNN, YOLO) are not exported; the tool says so.
 The exported model is checked against the PyTorch model on a random batch and the largest difference
 per output is printed (and kept in the sidecar). An existing export is never replaced without --force.
+Installed as the console command ``hemo-mtl-export``.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
+import torch
 
-import torch  # noqa: E402
-
-from hemo_mtl.export import FORMATS, export_checkpoint  # noqa: E402
+from hemo_mtl.cli_errors import run_main
+from hemo_mtl.export import FORMATS, export_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,5 +53,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

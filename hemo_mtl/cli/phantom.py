@@ -3,6 +3,7 @@
     python tools/make_phantom.py --out data/phantom --patients 24 --seed 0 [--size 256] [--slices 24]
 
 Prints one summary line: patients written, slices, positive slices per subtype, seconds.
+Installed as the console command ``hemo-mtl-phantom``.
 """
 from __future__ import annotations
 
@@ -12,12 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    import hemo_mtl  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from hemo_mtl.categories import LABELS
+from hemo_mtl.cli_errors import run_main
 from hemo_mtl.data.phantom import write_phantom_dataset
 
 
@@ -57,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from hemo_mtl.cli_errors import run_main
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
 
-    sys.exit(run_main(main))
+
+if __name__ == "__main__":
+    sys.exit(cli())

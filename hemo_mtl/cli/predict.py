@@ -22,15 +22,10 @@ failed, 2 for a bad checkpoint, option or output folder.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -175,5 +170,10 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(cli())

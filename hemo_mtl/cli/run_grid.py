@@ -5,13 +5,14 @@
     python tools/run_grid.py configs/kaggle/cls_resnet18.yaml --folds 5 --out runs/grid --set train.epochs=10
     python tools/run_grid.py configs/physionet/unet_patch.yaml --folds 5 --table   # only rebuild the table
 
-Each run goes to ``<out>/<config stem>[/fold<k>]`` through ``tools/train_net.py`` (same overrides
+Each run goes to ``<out>/<config stem>[/fold<k>]`` through ``python -m hemo_mtl.cli.train`` (same overrides
 for every run via ``--set``). A run whose ``final_metrics.json`` exists is skipped, and an unfinished
 one continues from its checkpoints (``--resume``; ``--overwrite`` when it stopped before its first
 checkpoint), so an interrupted grid resumes where it stopped. The table (``<out>/grid.csv`` and ``grid.md``) has one row per run and,
 with folds, a mean and a standard deviation row per config. ``<out>/members.txt`` lists the finished runs'
 ``model_final.pth`` (and ``<out>/<config stem>/members.txt`` that config's folds): ``tools/predict.py
 --weights <out>/<config stem>/`` predicts with the fold models as an ensemble.
+Installed as the console command ``hemo-mtl-run-grid``.
 """
 from __future__ import annotations
 
@@ -26,10 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hemo_mtl.atomic import atomic_write_text  # noqa: E402
+from hemo_mtl.atomic import atomic_write_text
+from hemo_mtl.cli_errors import run_main
 
 DEFAULT_KEYS = (
     "select/cls/any/precision", "select/cls/any/recall", "select/cls/any/specificity", "select/cls/any/f1",
@@ -39,6 +38,9 @@ DEFAULT_KEYS = (
     "location/accuracy", "location/macro/precision", "location/macro/recall", "location/macro/specificity",
     "location/macro/f1", "time/train_seconds",
 )
+
+# how a run is started: a fresh interpreter per run, so one run's memory and threads never reach the next
+TRAIN = [sys.executable, "-m", "hemo_mtl.cli.train"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,8 +91,7 @@ def restart_flag(run_dir: Path) -> list[str]:
 
 
 def command(cfg: Path, fold: int | None, run_dir: Path, overrides: list[str]) -> list[str]:
-    cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config", str(cfg), f"output_dir={run_dir}",
-           *overrides]
+    cmd = [*TRAIN, "--config", str(cfg), f"output_dir={run_dir}", *overrides]
     if fold is not None:
         cmd.append(f"data.split.fold={fold}")
     return cmd + restart_flag(run_dir)
@@ -190,7 +191,10 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
-    from hemo_mtl.cli_errors import run_main
+def cli(argv=None) -> int:
+    """The console command: parse, run, and report user errors in one line (exit status 2)."""
+    return run_main(main, parse_args(argv))
 
-    sys.exit(run_main(main, parse_args()))
+
+if __name__ == "__main__":
+    sys.exit(cli())

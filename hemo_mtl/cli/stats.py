@@ -4,7 +4,7 @@
     python tools/dataset_stats.py --manifest runs/phantom_conv/manifest.csv --out runs/phantom_stats
 
 Writes stats.json, stats.md and PNG figures (co-occurrence, HU histograms, location heatmaps,
-lesion area and volume distributions).
+lesion area and volume distributions). Installed as the console command ``hemo-mtl-stats``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hemo_mtl.cli_errors import run_main
 
 
 def _md_table(frame, fmt="{:.2f}") -> str:
@@ -136,7 +136,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from hemo_mtl.cli_errors import run_main
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
 
-    sys.exit(run_main(main))
+
+if __name__ == "__main__":
+    sys.exit(cli())

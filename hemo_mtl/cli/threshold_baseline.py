@@ -7,22 +7,20 @@
 Reads the run's config.yaml, data folder and splits.json (so the patients are exactly the ones its
 model was scored on), predicts with ``ThresholdSegmenter`` and writes ``threshold_metrics.json``
 (seg/any/*, cls/any/* slice sensitivity = recall, specificity) next to the run's final_metrics.json.
+Installed as the console command ``hemo-mtl-threshold-baseline``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from hemo_mtl.atomic import atomic_write_json  # noqa: E402
-from hemo_mtl.config import load_config  # noqa: E402
+from hemo_mtl.atomic import atomic_write_json
+from hemo_mtl.cli_errors import run_main
+from hemo_mtl.config import load_config
 
 
 def score_run(run_dir: Path, low: float, high: float, closing: int, opening: int) -> dict:
@@ -64,5 +62,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli(argv=None) -> int:
+    """The console command: ``main`` with user errors as one line (exit status 2)."""
+    return run_main(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

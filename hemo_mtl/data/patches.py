@@ -7,13 +7,9 @@ every positive window is kept and ``neg_keep`` of the negative ones (a seeded dr
 """
 from __future__ import annotations
 
-import os
+import numpy as np
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import numpy as np  # noqa: E402
-
-from .views import DatasetView  # noqa: E402
+from .views import DatasetView
 
 PATCH_DEFAULTS = {"size": 0, "stride": 0, "neg_keep": 1.0}  # size 0 = whole slices
 

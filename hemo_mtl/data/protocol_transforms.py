@@ -7,11 +7,7 @@ Normalisation happens last, on the [0, 1] window channels.
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import albumentations as A  # noqa: E402
+import albumentations as A
 
 EXTRA_DEFAULTS = {
     "center_crop": None,  # int: crop the (image_size) square to this center square

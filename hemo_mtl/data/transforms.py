@@ -11,13 +11,9 @@ is off by default because left/right carries meaning.
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import albumentations as A
+import cv2
+import numpy as np
 
 from ..config_schema import FRACTION, NONNEGATIVE, K, defaults_of  # noqa: E402
 from .fit import SquareFit  # noqa: E402

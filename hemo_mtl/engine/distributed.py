@@ -107,8 +107,8 @@ def cleanup() -> None:
 
     A DDP wrapper (and its gloo work threads) torn down during interpreter finalization aborts the
     process with ``terminate called without an active exception``. Hooks hold their trainer weakly, but
-    a caller's closures can still tie a trainer into a cycle (``tools/train_net.py``'s eval function
-    reads the trainer), which only the cycle collector frees: collect before leaving.
+    a caller's closures can still tie a trainer into a cycle (an evaluation function that holds the
+    trainer), which only the cycle collector frees: collect before leaving.
     """
     if dist.is_available() and dist.is_initialized():
         gc.collect()

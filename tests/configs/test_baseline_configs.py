@@ -2,18 +2,13 @@
 builds and trains a short epoch offline; one fast build-and-train check per protocol, the rest slow."""
 import json
 import math
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from hemo_mtl.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-
-from hemo_mtl.config import load_config  # noqa: E402
 
 PROTOCOL_DIRS = ("hemorica", "physionet", "dtvit", "kaggle")
 CONFIGS = sorted(p for d in PROTOCOL_DIRS for p in (REPO / "configs" / d).glob("*.yaml") if not p.name.startswith("_"))
@@ -45,7 +40,7 @@ def _overrides(cfg_path: Path, out: Path) -> list[str]:
 
 
 def _train(cfg_path: Path, out: Path, extra=()) -> dict:
-    import train_net
+    from hemo_mtl.cli import train as train_net
 
     final = train_net.main(train_net.parse_args(["--config", str(cfg_path), *_overrides(cfg_path, out), *extra]))
     assert (out / "final_metrics.json").is_file() and (out / "model_final.pth").is_file()

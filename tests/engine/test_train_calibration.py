@@ -1,7 +1,6 @@
 """eval.temperature_scaling end to end: fitted on val, carried in model_final.pth, reported, applied by the predictor."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,10 +19,9 @@ TINY = ["data.image_size=64", "data.phantom={patients: 16, seed: 2, size: 64, sl
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", REPO / "tools" / "train_net.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from hemo_mtl.cli import train
+
+    return train
 
 
 @pytest.mark.slow
@@ -46,7 +44,8 @@ def test_temperature_fitted_on_val_lowers_val_nll_and_travels_to_the_predictor(t
     for label, temp in zip(LABELS, t):
         if temp != 1.0:
             assert val[f"cls/{label}/nll@calibrated"] <= val[f"cls/{label}/nll"] + 1e-9, label
-    assert json.loads((tmp_path / "val" / "final_metrics.json").read_text())["cls/any/temperature"] == pytest.approx(t[0])
+    evaluated = tmp_path / "val" / "eval" / "model_final-val"  # --eval-only writes its own folder in the run dir
+    assert json.loads((evaluated / "final_metrics.json").read_text())["cls/any/temperature"] == pytest.approx(t[0])
 
     from hemo_mtl.data.phantom import make_phantom_case
     from hemo_mtl.inference import PredictOptions, Predictor, Scan

@@ -1,7 +1,6 @@
 """tools/train_net.py end to end on a tiny phantom with the real model, data and evaluator (slow)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,10 +14,9 @@ TINY = ["data.image_size=64", "data.phantom={patients: 6, seed: 1, size: 64, sli
 
 
 def train_net():
-    spec = importlib.util.spec_from_file_location("train_net", REPO / "tools" / "train_net.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from hemo_mtl.cli import train
+
+    return train
 
 
 @pytest.mark.slow

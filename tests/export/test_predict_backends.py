@@ -1,6 +1,5 @@
 """tools/predict.py on an exported model: the same pipeline (preprocessing, gate, postprocessing from the
 sidecar) gives the torch backend's masks voxel for voxel; bad exported files get one line naming them."""
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -10,13 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from hemo_mtl.cli import predict as predict_tool
 from hemo_mtl.data.io import DataError
 from hemo_mtl.inference import PredictOptions, Predictor, load_scan
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("predict_tool", REPO / "tools" / "predict.py")
-predict_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(predict_tool)
 
 
 def _predict(weights, scan, out, *extra):

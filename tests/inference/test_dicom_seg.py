@@ -1,6 +1,5 @@
 """tools/predict.py --dicom-seg: a DICOM Segmentation on the source CT series, read back by pydicom and
 highdicom; NIfTI inputs and series that cannot carry a SEG get one clear line and no outputs."""
-import importlib.util
 from pathlib import Path
 
 import nibabel as nib
@@ -9,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from hemo_mtl.cli import predict as predict_tool
 from hemo_mtl.categories import SUBTYPES
 from hemo_mtl.data.io import DataError
 
@@ -16,9 +16,6 @@ pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom", reason="the 'dicom' extra (highdicom) is not installed")
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("predict_tool", REPO / "tools" / "predict.py")
-predict_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(predict_tool)
 
 
 def write_ct_series(volume_hu: np.ndarray, folder: Path, spacing=(0.8, 0.8, 5.0), tilt: int | None = None) -> list:

@@ -1,5 +1,5 @@
 """The predicted mask.nii.gz files score the same in tools/evaluate.py --task seg as by hand (numpy)."""
-import importlib.util
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -14,10 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"hemo_mtl.cli.{name}")
 
 
 def test_predicted_masks_score_the_same_in_evaluate_as_by_hand(weights, tmp_path):

@@ -1,6 +1,5 @@
 """tools/predict.py end to end on a real (tiny, untrained) checkpoint: files, geometry, volumes, errors."""
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -11,12 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from hemo_mtl.cli import predict as predict_tool
 from hemo_mtl.data.io import write_dicom_series
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("predict_tool", REPO / "tools" / "predict.py")
-predict_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(predict_tool)
 
 
 def _move_slice(path, previous, fraction):

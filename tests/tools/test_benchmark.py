@@ -1,19 +1,14 @@
 """tools/benchmark.py: the dispatcher's benchmark modules can be used by spawned worker processes."""
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing as mp
 import pickle
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from hemo_mtl.cli import benchmark
 
 
 def _dispatcher():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", REPO / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark
 
 
 def test_benchmark_functions_pickle_into_a_spawned_worker():
@@ -21,7 +16,7 @@ def test_benchmark_functions_pickle_into_a_spawned_worker():
     module name (a module loaded from a file spec without sys.modules raised PicklingError)."""
     model = _dispatcher().load("model")
     assert pickle.loads(pickle.dumps(model.table)) is model.table
-    with mp.get_context("spawn").Pool(1) as pool:  # the child imports benchmarks.model by name
+    with mp.get_context("spawn").Pool(1) as pool:  # the child imports hemo_mtl.cli.benchmarks.model by name
         header = pool.apply(model.table, ([],))
     assert header == model.table([]) and header.startswith("| backbone | model |")
 

@@ -1,5 +1,4 @@
 """tools/convert.py against a used --out, unusable window options and failed exports."""
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -17,17 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 AFFINE = np.diag([0.9, 0.9, 5.0, 1.0])
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("convert_tool", REPO / "tools" / "convert.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture
 def convert(capsys):
     """tools/convert.py's main in this process (a subprocess would pay ~10 s of imports per call)."""
-    tool = _tool()
+    from hemo_mtl.cli import convert as tool
 
     def run(*args):
         code = tool.main(["--quiet", *map(str, args)])

@@ -1,7 +1,6 @@
 """tools/evaluate.py end to end on tiny files (subprocess), and its error paths."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from hemo_mtl.categories import LABELS, coco_categories
+from hemo_mtl.cli import evaluate as evaluate_tool
 from hemo_mtl.evaluation import coco_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,19 +23,12 @@ TOOL = REPO / "tools" / "evaluate.py"
 
 
 def run_tool(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")  # the tool puts the repo on sys.path
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=120)
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL_MODULE = _load_tool()
+TOOL_MODULE = evaluate_tool
 
 
 def run_in_process(capsys, *args) -> subprocess.CompletedProcess:

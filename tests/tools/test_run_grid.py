@@ -1,14 +1,12 @@
 """tools/run_grid.py: run plan, resume (finished runs skipped), fold mean/std table."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
+from hemo_mtl.cli import run_grid
 
-import run_grid  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _finish(run_dir: Path, metrics: dict) -> None:

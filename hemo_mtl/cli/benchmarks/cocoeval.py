@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """faster-coco-eval vs pycocotools on a synthetic set: wall time of each and the largest stat gap.
 
-    python tools/benchmarks/cocoeval.py [--images 5000] [--segm-images 1000] [--seed 0] [--out FILE]
+    python tools/benchmark.py cocoeval [--images 5000] [--segm-images 1000] [--seed 0] [--out FILE]
 
 Times ``hemo_mtl.evaluation.coco_metrics`` end to end (load results, evaluate, accumulate,
 summarize, per-subtype slicing) with each engine on the same ground truth and detections: lesion
@@ -13,9 +13,6 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout
 
 import numpy as np
 from pycocotools import mask as mask_utils

@@ -51,19 +51,8 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     if not args.skip_export:
-        import importlib.util
+        from hemo_mtl.cli.benchmarks import mask_export
 
-        here = Path(__file__).with_name("mask_export.py")
-        if here.is_file():
-            spec = importlib.util.spec_from_file_location("mask_export", here)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            print(f"\n## mask -> COCO / YOLO-seg ({args.export_slices} phantom slices, 512x512)\n")
-            mod.main(["--slices", str(args.export_slices)]) if _takes_argv(mod.main) else mod.main()
+        print(f"\n## mask -> COCO / YOLO-seg ({args.export_slices} phantom slices, 512x512)\n")
+        mask_export.main(["--slices", str(args.export_slices)])
     return 0
-
-
-def _takes_argv(fn) -> bool:
-    import inspect
-
-    return len(inspect.signature(fn).parameters) > 0

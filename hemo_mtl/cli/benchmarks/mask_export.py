@@ -1,6 +1,6 @@
 """Mask -> COCO / YOLO-seg: hemo-mtl's converters against ultralytics' converter and skimage contours.
 
-    python tools/benchmarks/mask_export.py [--slices 64] [--size 512] [--seed 0] [--source phantom|synthetic|both]
+    python tools/benchmark.py mask_export [--slices 64] [--size 512] [--seed 0] [--source phantom|synthetic|both]
 
 Every method gets the same (size x size) label slices: slices with bleed from phantom patients
 (hemo_mtl.data.phantom) and synthetic masks stressing holes, 1-px streaks and tiny blobs.
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,14 +27,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from converters.coco_to_yolo import yolo_lines  # noqa: E402
-from converters.mask_to_coco import CocoBuilder, MaskToCoco  # noqa: E402
-from hemo_mtl.atomic import atomic_write_text  # noqa: E402
-from hemo_mtl.categories import coco_categories  # noqa: E402
+from converters.coco_to_yolo import yolo_lines
+from converters.mask_to_coco import CocoBuilder, MaskToCoco
+from hemo_mtl.atomic import atomic_write_text
+from hemo_mtl.categories import coco_categories
 
 EIGHT = np.ones((3, 3), dtype=bool)
 CATEGORIES = {"categories": coco_categories()}
@@ -303,7 +297,6 @@ def run(num_slices: int = 64, size: int = 512, seed: int = 0, source: str = "pha
     """One row per method: slices/s, mean/min IoU, missed components, holes kept, and for our rows
     ``speedup`` over the fastest other method with the same io. Repeats run round-robin over the
     methods, so load from other processes hits them alike."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
     if source == "phantom":
         slices = phantom_slices(num_slices, size, seed)
         if not slices:
@@ -318,7 +311,6 @@ def run(num_slices: int = 64, size: int = 512, seed: int = 0, source: str = "pha
         masks.mkdir()
         for i, m in enumerate(slices):
             cv2.imwrite(str(masks / f"{i:05d}.png"), m)
-        os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(workdir) / "yolo_config"))
         todo = [m for m in methods() if "skipped" not in m]
         results, best = {}, {}
         for m in todo:  # warm-up: imports, caches

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # where hemo_mtl is imported from: the worker imports it too
 
 VARIANTS = {
     "multi": ("cls", "seg", "det"),
@@ -128,8 +128,8 @@ class Worker:
 
     def __init__(self, args: dict):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(args)], cwd=REPO, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "hemo_mtl.cli.benchmarks.model", "--worker", json.dumps(args)],
+                                     cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def ask(self, command: str | None = None) -> dict:
         if command:

@@ -34,23 +34,16 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
-try:
-    import hemo_mtl  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import nibabel as nib
+import numpy as np
+import torch
 
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from hemo_mtl.atomic import atomic_write_text
+from hemo_mtl.inference import PredictOptions, Predictor, load_scan, write_scan_outputs
+from hemo_mtl.inference.postprocess import clean_mask
+from hemo_mtl.inference.predictor import ScanPrediction
 
-from hemo_mtl.atomic import atomic_write_text  # noqa: E402
-from hemo_mtl.inference import PredictOptions, Predictor, load_scan, write_scan_outputs  # noqa: E402
-from hemo_mtl.inference.postprocess import clean_mask  # noqa: E402
-from hemo_mtl.inference.predictor import ScanPrediction  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # the checkout: configs/ is not installed with the package
 
 
 def synthetic_volume(size: int, slices: int, seed: int = 0) -> np.ndarray:

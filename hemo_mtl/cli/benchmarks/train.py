@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training throughput: slices/s, and how the time splits between data loading and compute.
 
-    python tools/benchmarks/train.py --config configs/mtl_joint.yaml --iters 20 [key.sub=value ...]
+    python tools/benchmark.py train --config configs/mtl_joint.yaml --iters 20 [key.sub=value ...]
 
 Runs ``--iters`` training steps of the config's model on its phantom/converted data (after
 ``--warmup`` steps that are not timed) and prints one table row per heads subset: data time (waiting
@@ -10,24 +10,14 @@ for the next batch), compute time (forward + backward + optimizer step) and slic
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
-try:
-    import hemo_mtl  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import torch
 
-import torch  # noqa: E402
-
-from hemo_mtl.config import load_config  # noqa: E402
-from hemo_mtl.engine import Trainer, build_schedule, resolve_device, seed_everything  # noqa: E402
-from hemo_mtl.engine.data import build_datasets, prepare_data_dir  # noqa: E402
-from hemo_mtl.engine.trainer import HookBase  # noqa: E402
+from hemo_mtl.config import load_config
+from hemo_mtl.engine import Trainer, build_schedule, resolve_device, seed_everything
+from hemo_mtl.engine.data import build_datasets, prepare_data_dir
+from hemo_mtl.engine.trainer import HookBase
 
 
 class _Stop(Exception):

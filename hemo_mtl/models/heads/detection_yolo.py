@@ -9,8 +9,6 @@ dfl, overlap_mask), ``.model[-1]`` and ``.parameters()`` from a small host objec
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -28,8 +26,6 @@ YOLO_EXTRA_HINT = "pip install hemo-mtl[yolo]"
 
 def import_ultralytics():
     """The ultralytics pieces we use, offline; a clear error naming the extra when it is missing."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path.home() / ".cache" / "hemo_mtl" / "ultralytics"))
     try:
         from ultralytics.nn.modules.head import Segment
         from ultralytics.utils.loss import v8SegmentationLoss
