@@ -65,5 +65,7 @@ setup(
         "hemo-mtl-run-grid = hemo_mtl.cli.run_grid:cli",
         "hemo-mtl-benchmark = hemo_mtl.cli.benchmark:cli",
         "hemo-mtl-threshold-baseline = hemo_mtl.cli.threshold_baseline:cli",
+        "hemo-mtl-cross-validate = hemo_mtl.cli.cross_validate:cli",
+        "hemo-mtl-docs-tables = hemo_mtl.cli.docs_tables:cli",
     ]},
 )

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Patient-wise k-fold cross-validation of one training recipe, scored on real patients.
 
     python tools/cross_validate.py --config configs/real/ctich_jpg.yaml --out runs/cv_ctich \\
@@ -12,7 +11,7 @@ validation and test patients through the predictor (``<out>/fold<i>/cv_predictio
 figures go to ``<out>/cv_results.json`` and ``<out>/cv_report.md``; ``<out>/members.txt`` lists the
 fold models for an ensemble. A rerun continues: finished folds are kept, an unfinished one resumes
 from its checkpoints. A used ``--out`` with another config or overrides is refused (``--overwrite``
-starts again).
+starts again). Installed as the console command ``hemo-mtl-cross-validate``.
 """
 from __future__ import annotations
 
@@ -23,12 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hemo_mtl.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from hemo_mtl.cli_errors import run_main  # noqa: E402
-from hemo_mtl.config import ConfigError, load_config  # noqa: E402
+from hemo_mtl.atomic import atomic_write_json, atomic_write_text
+from hemo_mtl.cli_errors import run_main
+from hemo_mtl.config import ConfigError, load_config
 
 PLAN = "cv_plan.json"
 
@@ -67,11 +63,12 @@ def check_plan(out: Path, plan: dict, overwrite: bool) -> None:
 
 
 def train_fold(args, data_dir: Path, fold: int) -> Path:
-    """Train fold ``fold`` through tools/train_net.py (skipped when finished, resumed when started)."""
+    """Train fold ``fold`` as its own process (``hemo_mtl.cli.train``; skipped when finished, resumed when
+    started), so a crash or a kill of one fold leaves the others and their checkpoints intact."""
     run = Path(args.out) / f"fold{fold}"
     if (run / "model_final.pth").is_file():
         return run
-    cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config", args.config]
+    cmd = [sys.executable, "-m", "hemo_mtl.cli.train", "--config", args.config]
     if (run / "config.yaml").is_file():
         cmd.append("--resume")
     cmd += fold_overrides(args, data_dir, fold)
@@ -133,5 +130,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli(argv=None) -> int:
+    """The console command: run, and report user errors in one line (exit status 2)."""
+    return run_main(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(cli())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Regenerate the results tables in README.md and docs/*.md from run outputs, so no number is typed.
 
     python tools/docs_tables.py            # rewrite every generated block
@@ -24,10 +23,10 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hemo_mtl.atomic import atomic_write_text
+from hemo_mtl.cli_errors import run_main
 
-from hemo_mtl.atomic import atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]  # the checkout whose README and docs/ are rendered
 
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 COMPARE = (("slice AUC", "slice/auc"), ("slice F1 @tuned", "slice/f1@tuned"),
@@ -122,7 +121,10 @@ def main(argv=None) -> int:
     return 1 if args.check and stale else 0
 
 
-if __name__ == "__main__":
-    from hemo_mtl.cli_errors import run_main
+def cli(argv=None) -> int:
+    """The console command (``hemo-mtl-docs-tables``): run, and report user errors in one line."""
+    return run_main(main, argv)
 
-    sys.exit(run_main(main))
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,7 +1,6 @@
 """tools/cross_validate.py on a tiny CT-ICH-layout release; the real-data recipe on the shared sample."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,18 +16,12 @@ TINY = ["data.image_size=32", "data.batch_size=4", "data.num_workers=0", "train.
         "data.synthetic={patients: 1, seed: 0, size: 32, slices: 4, canvas: 40}"]
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cross_validation_tests_every_patient_once(tmp_path):
     release = tmp_path / "release"
     patients = write_ctich_phantom(release, patients=6, seed=3, size=32, slices=4, canvas=40, first_number=100)
     out = tmp_path / "cv"
-    cv = _tool("cross_validate")
+    from hemo_mtl.cli import cross_validate as cv
+
     args = ["--config", str(REPO / RECIPE), "--out", str(out), "--folds", "3", f"data.root={release}", *TINY]
     assert cv.main(args) == 0
     folds = json.loads((out / "cv_folds.json").read_text())["folds"]
@@ -59,13 +52,13 @@ def test_recipe_trains_on_the_real_sample_and_predicts_a_patient_folder(ctich_jp
     """The recipe from the docs on the shared CT-ICH sample (a few steps), then tools/predict.py on one
     patient's brain/ folder, whose _HGE_Seg.jpg masks are not slices."""
     run = tmp_path / "run"
-    train = _tool("train_net")
+    from hemo_mtl.cli import predict, train
+
     assert train.cli(["--config", str(REPO / RECIPE), f"output_dir={run}", f"data.root={ctich_jpg_dir}", *TINY]) == 0
     final = json.loads((run / "final_metrics.json").read_text())
     assert "cls/any/auc" in final and "seg/any/dice" in final
     splits = json.loads((run / "splits.json").read_text())
     assert not set(splits["val"]) & set(splits["train"]) and "900" not in splits["train"]
-    predict = _tool("predict")
     folder = ctich_jpg_dir / "Patients_CT" / "081" / "brain"
     assert predict.main(["--weights", str(run / "model_final.pth"), "--input", str(folder),
                          "--out", str(tmp_path / "pred"), "--threads", "1"]) == 0

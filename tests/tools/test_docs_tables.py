@@ -1,13 +1,7 @@
 """tools/docs_tables.py: every generated block in README/docs is the rendering of its committed source."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("docs_tables", REPO / "tools" / "docs_tables.py")
-docs_tables = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(docs_tables)
+from hemo_mtl.cli import docs_tables
 
 
 def test_committed_pages_match_their_sources():
