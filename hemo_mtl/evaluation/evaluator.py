@@ -3,7 +3,9 @@
 ``reset()`` before a pass, ``process(batch, outputs)`` per batch, ``evaluate()`` once at the end.
 It keeps only small things per slice: six probabilities and labels, a (6, 3) segmentation count
 array and voxel volume, and COCO records with RLE masks, never full-resolution probability maps.
-Under torch.distributed the per-rank records are gathered before metrics are computed.
+With ``gather=True`` under torch.distributed, the per-rank records are gathered before metrics are
+computed (for a loader sharded over ranks); by default each evaluator scores what it saw, since training
+evaluates on the main rank alone and a gather there would wait for ranks that never evaluate.
 """
 from __future__ import annotations
 
@@ -59,11 +61,12 @@ class MultiTaskEvaluator:
     def __init__(self, tasks: Sequence[str] = TASKS, spacing_aware: bool = True, *, aggregation: str = "max",
                  top_k: int = 3, tuned_thresholds: Mapping[str, Mapping[str, float]] | None = None,
                  n_bootstrap: int = 0, seed: int = 0, engine: str = "faster", mask_threshold: float = 0.5,
-                 froc_iou: float = 0.5, froc_criterion: str = "iou", temperature=None):
+                 froc_iou: float = 0.5, froc_criterion: str = "iou", temperature=None, gather: bool = False):
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown evaluation task(s) {sorted(unknown)}; expected a subset of {TASKS}")
         self.tasks = tuple(tasks)
+        self.gather = gather
         self.spacing_aware = spacing_aware
         self.cls_options = dict(aggregation=aggregation, top_k=top_k, tuned=tuned_thresholds,
                                 n_bootstrap=n_bootstrap, seed=seed, temperature=temperature)
@@ -156,7 +159,7 @@ class MultiTaskEvaluator:
     # -------------------------------------------------------------------------------- evaluate
     def _gathered(self) -> _State:
         s = self._state
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not (self.gather and torch.distributed.is_available() and torch.distributed.is_initialized()
                 and torch.distributed.get_world_size() > 1):
             return s
         parts: list = [None] * torch.distributed.get_world_size()

@@ -150,3 +150,28 @@ def test_evaluator_counts_unknown_subtype_truth_for_any_only():
     ev.reset()
     ev.process(labelled, outputs)
     assert ev.evaluate()["seg/any/recall"] == pytest.approx(got["seg/any/recall"])
+
+
+def test_evaluator_gathers_across_ranks_only_when_asked(monkeypatch):
+    """Training evaluates on the main rank alone: a gather there would wait for ranks that never
+    evaluate (a torchrun run hung at its first validation). Only ``gather=True`` gathers."""
+    import torch.distributed as dist
+
+    calls = []
+
+    def all_gather_object(parts, obj):
+        calls.append(len(parts))
+        parts[:] = [obj, obj]  # two ranks that saw the same slices
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    batch, out = _batch(3)
+    alone = MultiTaskEvaluator(tasks=("cls",))
+    alone.process(batch, out)
+    single = alone.evaluate()
+    assert calls == [] and single["cls/any/n"] > 0
+    sharded = MultiTaskEvaluator(tasks=("cls",), gather=True)
+    sharded.process(batch, out)
+    assert sharded.evaluate()["cls/any/n"] == 2 * single["cls/any/n"] and calls == [2]
