@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace a used --out")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per training run (train.num_threads)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides for every fold")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may come before and after the options
     if args.folds < 3:
         p.error("--folds must be >= 3 (a test fold, a validation fold and at least one training fold)")
     return args

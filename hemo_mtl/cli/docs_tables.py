@@ -51,7 +51,7 @@ def cv_compare(pairs: list[str]) -> str:
     from hemo_mtl.evaluation.cross_validation import _cell
 
     head = ["run", *(n for n, _ in COMPARE), "ICH patients found @tuned", "normal flagged @tuned",
-            "Dice (held-out masked patients)", "train min per fold"]
+            "Dice (held-out masked patients)", "false-positive px per empty slice", "train min per fold"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for pair in pairs:
         label, name = pair.split("=", 1)
@@ -63,6 +63,9 @@ def cv_compare(pairs: list[str]) -> str:
             cells.append(f"{s[found]['total']:.0f} of {s[total]['total']:.0f}" if found in s else "-")
         dice = [f"{pid}: {f['seg/dice']:.3f}" for pid, f in (r.get("seg_by_patient") or {}).items() if "seg/dice" in f]
         cells.append(", ".join(dice) or "-")
+        fp = [f["seg/empty_fp_pixels_per_slice"] for f in (r.get("seg_by_patient") or {}).values()
+              if "seg/empty_fp_pixels_per_slice" in f]
+        cells.append(f"{sum(fp) / len(fp):.0f}" if fp else "-")  # mean over the held-out patients with masks
         minutes = r.get("train_minutes_per_fold")
         cells.append(f"{minutes:.1f}" if minutes else "-")
         lines.append("| " + " | ".join(cells) + " |")

@@ -2,7 +2,6 @@
 predict different things are one clear error, and run_grid's members.txt predicts as the ensemble."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -20,9 +19,8 @@ from hemo_mtl.inference import PredictOptions, Predictor, Scan  # noqa: E402
 from hemo_mtl.inference.ensemble import EnsemblePredictor, load_predictor, member_paths  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("predict_tool_ens", REPO / "tools" / "predict.py")
-predict_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(predict_tool)
+from hemo_mtl.cli import predict as predict_tool  # noqa: E402
+from hemo_mtl.cli_errors import run_main  # noqa: E402
 
 
 def random_checkpoint(path: Path, seed: int, *overrides: str, cascade: dict | None = None) -> Path:
@@ -111,7 +109,7 @@ def test_members_that_predict_different_things_are_one_error(tmp_path, scan, cap
     import nibabel as nib
 
     nib.save(nib.Nifti1Image(scan.slices, scan.affine), str(scan_path))
-    code = predict_tool.run_main(predict_tool.main, ["--weights", str(a), str(binary), "--input", str(scan_path),
+    code = run_main(predict_tool.main, ["--weights", str(a), str(binary), "--input", str(scan_path),
                                                      "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "ensemble member 2" in err[0] and "model.heads.seg.mode" in err[0]
@@ -119,8 +117,7 @@ def test_members_that_predict_different_things_are_one_error(tmp_path, scan, cap
 
 
 def test_run_grid_members_round_trip_into_predict(tmp_path, scan):
-    sys.path.insert(0, str(REPO / "tools"))
-    import run_grid
+    from hemo_mtl.cli import run_grid
 
     config = tmp_path / "cfg.yaml"
     config.write_text("{}\n")

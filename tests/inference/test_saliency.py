@@ -2,7 +2,6 @@
 geometry and lie in [0, 1], ensembles average them, and a classifier trained on the phantom looks at the bleed."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from hemo_mtl.inference.ensemble import EnsemblePredictor  # noqa: E402
 from hemo_mtl.inference.saliency import grad_cam  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("predict_tool_sal", REPO / "tools" / "predict.py")
-predict_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(predict_tool)
+from hemo_mtl.cli import predict as predict_tool  # noqa: E402
+from hemo_mtl.cli_errors import run_main  # noqa: E402
 
 
 def _model(features: str, seed: int = 0):
@@ -129,11 +127,11 @@ def test_predict_tool_writes_saliency_and_the_overlay_draws_it(weights, phantom_
 def test_saliency_without_the_library_is_one_line(weights, phantom_scan, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # import fails as when not installed
     path, _, _ = phantom_scan
-    code = predict_tool.run_main(predict_tool.main, ["--weights", str(weights), "--input", str(path),
+    code = run_main(predict_tool.main, ["--weights", str(weights), "--input", str(path),
                                                      "--out", str(tmp_path / "out"), "--saliency"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "explain" in err[0] and "grad-cam" in err[0]
-    code = predict_tool.run_main(predict_tool.main, ["--weights", str(weights), "--input", str(path),
+    code = run_main(predict_tool.main, ["--weights", str(weights), "--input", str(path),
                                                      "--out", str(tmp_path / "out"), "--sliding-window"])
     assert code == 0  # only --saliency needs it
 
