@@ -57,6 +57,14 @@ class SemanticSegHead(nn.Module):
     """
 
     task = "seg"
+    # the loss keys of every segmentation head (``_init_loss``'s arguments), spread into each head's SCHEMA
+    LOSS_SCHEMA = {
+        "ce_weight": K(1.0),
+        "dice_weight": K(1.0),
+        "dice_include_background": K(False),
+        "any_dice_weight": K(1.0, "multiclass: extra Dice on any bleed = 1 - P(background)"),
+        "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
+    }
 
     def _init_loss(self, mode: str, ce_weight: float, dice_weight: float, dice_include_background: bool,
                    any_dice_weight: float, class_weight=None) -> None:
@@ -119,11 +127,7 @@ class SegmentationHead(SemanticSegHead):
         "channels": K(64),
         "refine": K(True),
         "refine_channels": K(16),
-        "ce_weight": K(1.0),
-        "dice_weight": K(1.0),
-        "dice_include_background": K(False),
-        "any_dice_weight": K(1.0, "multiclass: extra Dice on any bleed = 1 - P(background)"),
-        "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
+        **SemanticSegHead.LOSS_SCHEMA,
     }
     DEFAULTS = defaults_of(SCHEMA)
 

@@ -37,11 +37,7 @@ class UnetHead(_SmpSegHead):
         "decoder_channels": K([256, 128, 64, 32, 16], items="int"),
         "stem_channels": K(32),
         "attention": K(None, "smp attention_type, e.g. scse", "str"),
-        "ce_weight": K(1.0),
-        "dice_weight": K(1.0),
-        "dice_include_background": K(False),
-        "any_dice_weight": K(1.0, "multiclass only"),
-        "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
+        **SemanticSegHead.LOSS_SCHEMA,
     }
     DEFAULTS = defaults_of(SCHEMA)
 
@@ -77,11 +73,7 @@ class PSPNetHead(_SmpSegHead):
         "out_channels": K(512),
         "dropout": K(0.2),
         "level": K(1, "encoder level pooled: 0..3 = stride 4, 8, 16, 32 (smp default: stride 8)"),
-        "ce_weight": K(1.0),
-        "dice_weight": K(1.0),
-        "dice_include_background": K(False),
-        "any_dice_weight": K(1.0, "multiclass only"),
-        "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
+        **SemanticSegHead.LOSS_SCHEMA,
     }
     DEFAULTS = defaults_of(SCHEMA)
 
