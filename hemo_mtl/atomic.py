@@ -5,6 +5,8 @@ permissions any ordinary ``open(path, "w")`` would give it (``tempfile.mkstemp``
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -45,6 +47,15 @@ def atomic_path(path):
 def atomic_write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
+
+
+def atomic_write_csv(path, header: list[str], rows) -> None:
+    """A CSV with ``header`` and ``rows`` (csv module quoting, ``\n`` line ends), written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
