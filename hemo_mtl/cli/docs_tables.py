@@ -48,7 +48,7 @@ def cv_table(results: dict) -> str:
 
 
 def cv_compare(pairs: list[str]) -> str:
-    from hemo_mtl.evaluation.cross_validation import _cell
+    from hemo_mtl.evaluation.cross_validation import mean_sd_cell
 
     head = ["run", *(n for n, _ in COMPARE), "ICH patients found @tuned", "normal flagged @tuned",
             "Dice (held-out masked patients)", "false-positive px per empty slice", "train min per fold"]
@@ -57,7 +57,7 @@ def cv_compare(pairs: list[str]) -> str:
         label, name = pair.split("=", 1)
         r = _load(name)
         s = r["summary"]
-        cells = [label.replace("_", " "), *(_cell(s.get(key, {})) for _, key in COMPARE)]
+        cells = [label.replace("_", " "), *(mean_sd_cell(s.get(key, {})) for _, key in COMPARE)]
         for found, total in (("patient/ich_found@tuned", "patient/ich_patients"),
                              ("patient/normal_flagged@tuned", "patient/normal_patients")):
             cells.append(f"{s[found]['total']:.0f} of {s[total]['total']:.0f}" if found in s else "-")

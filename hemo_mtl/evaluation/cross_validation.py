@@ -35,7 +35,7 @@ import pandas as pd
 from ..categories import LABELS
 from .classification import (aggregate_by_patient, binary_metrics, choose_threshold, classification_metrics,
                              tune_thresholds)
-from .segmentation import confusion_counts
+from .segmentation import confusion_counts, overlap_from_counts
 
 ANY = LABELS.index("any")
 SLICE_KEYS = ("auc", "f1", "recall", "specificity")
@@ -115,10 +115,10 @@ def segmentation_figures(rows: pd.DataFrame) -> dict[str, float]:
     empty = masked[masked["gt_pixels"].fillna(0) == 0]
     out: dict[str, float] = {"seg/n_bleed_slices": float(len(bleed)), "seg/n_empty_slices": float(len(empty))}
     if len(bleed):
-        tp, fp, fn = (float(bleed[c].sum()) for c in ("tp", "fp", "fn"))
-        per = 2 * bleed["tp"].astype(float) / (2 * bleed["tp"] + bleed["fp"] + bleed["fn"]).astype(float)
-        out.update({"seg/dice": 2 * tp / (2 * tp + fp + fn), "seg/iou": tp / (tp + fp + fn),
-                    "seg/dice_per_slice": float(per.mean())})
+        counts = bleed[["tp", "fp", "fn"]].to_numpy(np.float64)  # (slices, 3), the evaluator's layout
+        pooled, per_slice = overlap_from_counts(counts.sum(axis=0)), overlap_from_counts(counts)
+        out.update({"seg/dice": float(pooled["dice"]), "seg/iou": float(pooled["iou"]),
+                    "seg/dice_per_slice": float(per_slice["dice"].mean())})
     if len(empty):
         out.update({"seg/empty_fp_pixels_per_slice": float(empty["pred_pixels"].mean()),
                     "seg/empty_fp_slice_share": float((empty["pred_pixels"] > 0).mean())})
@@ -128,7 +128,8 @@ def segmentation_figures(rows: pd.DataFrame) -> dict[str, float]:
 def fold_figures(predictions: pd.DataFrame) -> dict[str, float]:
     """The figures of one fold from its prediction table (roles "val" and "test")."""
     val, test = predictions[predictions["role"] == "val"], predictions[predictions["role"] == "test"]
-    tuned = tune_thresholds(*_arrays(val), method="youden") if len(val) else None
+    val_arrays = _arrays(val)
+    tuned = tune_thresholds(*val_arrays, method="youden") if len(val) else None
     m = classification_metrics(*_arrays(test), tuned=tuned)
     out = {}
     for key in SLICE_KEYS:
@@ -137,7 +138,7 @@ def fold_figures(predictions: pd.DataFrame) -> dict[str, float]:
             out[f"slice/{key}@tuned"] = m[f"cls/any/{key}@tuned"]
     if tuned:
         out["slice/threshold@tuned"] = float(tuned["cls"]["any"])
-        _, pt, pp, pv = aggregate_by_patient(*_arrays(val), how="max")
+        _, pt, pp, pv = aggregate_by_patient(*val_arrays, how="max")
         t = choose_threshold(pt[pv[:, ANY], ANY], pp[pv[:, ANY], ANY], "sensitivity", 1.0)
         out["patient/threshold@tuned"] = float(t if np.isfinite(t) else out["slice/threshold@tuned"])
     for name, thr in (("0.5", 0.5), ("tuned", out.get("patient/threshold@tuned"))):
@@ -178,7 +179,8 @@ def seg_by_patient(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
     return {str(pid): segmentation_figures(rows) for pid, rows in test.groupby("patient_id", sort=True)}
 
 
-def _cell(entry: Mapping[str, float], digits: int = 3) -> str:
+def mean_sd_cell(entry: Mapping[str, float], digits: int = 3) -> str:
+    """``mean ± sd`` of a summary entry, ``-`` when undefined (tables of the report and of the docs)."""
     if not entry or not np.isfinite(entry.get("mean", math.nan)):
         return "-"
     sd = entry.get("sd", math.nan)
@@ -211,7 +213,7 @@ def report_markdown(results: Mapping) -> str:
         if total:
             lines.append(f"| {name} | {s[key]['total']:.0f} of {s[total]['total']:.0f} |")
         else:
-            lines.append(f"| {name} | {_cell(s[key])} |")
+            lines.append(f"| {name} | {mean_sd_cell(s[key])} |")
     pooled = results.get("pooled") or {}
     if "pooled/slice/auc" in pooled:
         lines.append(f"| slice AUC, all out-of-fold predictions pooled | {pooled['pooled/slice/auc']:.3f} |")
