@@ -39,6 +39,11 @@ def _convert(source: str, raw: Path, out: Path, data_cfg: Mapping) -> None:
                     val=float(split["val"]), test=float(split["test"]), progress=False)
 
 
+def _convert_train_only(source: str, raw: Path, out: Path, data_cfg: Mapping) -> None:
+    """A dataset that only joins training: every patient in its (unused) train split."""
+    _convert(source, raw, out, {**data_cfg, "split": {"seed": 0, "val": 0.0, "test": 0.0}})
+
+
 def prepare_synthetic_dir(cfg: Mapping, dist: DistInfo) -> Path | None:
     """The converted folder of ``data.synthetic``'s phantom patients (made on rank 0 while its
     parameters differ from the stamp), or None when the config asks for none."""
@@ -58,7 +63,7 @@ def prepare_synthetic_dir(cfg: Mapping, dist: DistInfo) -> Path | None:
                 shutil.rmtree(folder)
         write_ctich_phantom(raw, patients=int(syn["patients"]), seed=int(syn["seed"]), size=int(syn["size"]),
                             slices=int(syn["slices"]), canvas=int(syn["canvas"]))
-        _convert("physionet", raw, out, {**cfg["data"], "split": {"seed": 0, "val": 0.0, "test": 0.0}})
+        _convert_train_only("physionet", raw, out, cfg["data"])
         atomic_write_json(out / PHANTOM_STAMP, stamp)
     barrier()
     return out
@@ -79,7 +84,7 @@ def train_also_dirs(cfg: Mapping, dist: DistInfo | None = None, prepare: bool = 
             raise FileNotFoundError(f"data.train_also[{i}].root {root} does not exist")
         target = Path(cfg["output_dir"]) / f"train_also{i}"
         if prepare and dist.is_main and not (target / "manifest.csv").is_file():
-            _convert(str(extra["source"]), root, target, {**cfg["data"], "split": {"seed": 0, "val": 0.0, "test": 0.0}})
+            _convert_train_only(str(extra["source"]), root, target, cfg["data"])
         out.append(target)
     if prepare:
         barrier()
