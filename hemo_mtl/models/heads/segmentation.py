@@ -12,6 +12,11 @@ blood looks like from the first steps, before the rarer subtypes are told apart.
 Mask pixels of unknown subtype (``UNKNOWN_SUBTYPE``, a binary mask on a slice with several
 subtypes) are bleed for the cross-entropy (-log(1 - P(background))) and the "any bleed" Dice, and
 left out of the per-subtype Dice; a batch without them computes exactly what it did before.
+Slices with an ``any`` slice label but no mask (most of a real release) teach the segmenter too when
+``weak_weight`` > 0: multiple-instance learning, the mean bleed log-odds of the slice's top
+``weak_topk`` share of pixels is scored by BCE against the label, so a bleed slice must light up
+somewhere and a normal slice nowhere (top-k pooling as in Zhou et al., "Weakly supervised instance
+segmentation using class peak response", and the lesion MIL of medical imaging).
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hemo_mtl.categories import SUBTYPES, UNKNOWN_SUBTYPE
-from hemo_mtl.config_schema import K, defaults_of
+from hemo_mtl.config_schema import OPEN_FRACTION, K, defaults_of
 from hemo_mtl.registry import HEADS
 
 from ..losses import soft_dice_loss, subtype_partial_cross_entropy, zero_loss
@@ -64,10 +69,16 @@ class SemanticSegHead(nn.Module):
         "dice_include_background": K(False),
         "any_dice_weight": K(1.0, "multiclass: extra Dice on any bleed = 1 - P(background)"),
         "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
+        "weak_weight": K(0.0, "slices with an any-bleed slice label but no mask: BCE of the top-k pooled bleed "
+                              "log-odds against the label (multiple-instance learning); 0 = off"),
+        "weak_topk": K(0.01, "share of a slice's pixels the weak loss pools (about a small bleed's area)",
+                       range=OPEN_FRACTION),
     }
 
-    def _init_loss(self, mode: str, ce_weight: float, dice_weight: float, dice_include_background: bool,
-                   any_dice_weight: float, class_weight=None) -> None:
+    def _init_loss(self, mode: str, ce_weight: float = 1.0, dice_weight: float = 1.0,
+                   dice_include_background: bool = False, any_dice_weight: float = 1.0, class_weight=None,
+                   weak_weight: float = 0.0, weak_topk: float = 0.01) -> None:
+        """The loss keys of ``LOSS_SCHEMA`` (each head passes them through as ``**loss``)."""
         if mode not in ("multiclass", "binary"):
             raise ValueError(f"heads.seg.mode must be 'multiclass' or 'binary', got {mode!r}")
         self.mode = mode
@@ -83,6 +94,8 @@ class SemanticSegHead(nn.Module):
         self.ce_weight, self.dice_weight = float(ce_weight), float(dice_weight)
         self.dice_include_background = bool(dice_include_background)
         self.any_dice_weight = float(any_dice_weight) if self.mode == "multiclass" else 0.0
+        self.weak_weight, self.weak_topk = float(weak_weight), float(weak_topk)
+        self.loss_names = ("loss_seg", "loss_seg_weak") if self.weak_weight else ("loss_seg",)
 
     def logits(self, feats, image: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -92,9 +105,32 @@ class SemanticSegHead(nn.Module):
         return (mask > 0).long() if self.mode == "binary" else mask
 
     def loss(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        out = {"loss_seg": self.mask_loss(logits, batch)}
+        if self.weak_weight:
+            out["loss_seg_weak"] = self.weak_weight * self.weak_loss(logits, batch)
+        return out
+
+    @staticmethod
+    def bleed_log_odds(logits: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) log(P(bleed) / P(background)), P(bleed) = any subtype."""
+        return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+
+    def weak_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """BCE of each unmasked, any-labelled slice's top-k mean bleed log-odds against its label."""
+        device = logits.device
+        keep = (batch["has"]["cls"].to(device).bool() & batch["cls_valid"][:, 0].to(device).bool()
+                & ~batch["has"]["mask"].to(device).bool())
+        if not bool(keep.any()):
+            return zero_loss(logits)
+        z = self.bleed_log_odds(logits[keep]).flatten(1)
+        k = max(1, int(round(self.weak_topk * z.shape[1])))
+        pooled = z.topk(k, dim=1).values.mean(dim=1)
+        return F.binary_cross_entropy_with_logits(pooled, batch["cls"][:, 0].to(device)[keep].to(pooled.dtype))
+
+    def mask_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         keep = batch["has"]["mask"].to(logits.device).bool()
         if not bool(keep.any()):
-            return {"loss_seg": zero_loss(logits)}
+            return zero_loss(logits)
         logits, target = logits[keep], self.target(batch["mask"].to(logits.device)[keep])
         unknown = target == UNKNOWN_SUBTYPE  # none in binary mode: there it is just bleed
         total = self.ce_weight * subtype_partial_cross_entropy(logits, target, UNKNOWN_SUBTYPE, self.class_weight)
@@ -107,7 +143,7 @@ class SemanticSegHead(nn.Module):
         if self.any_dice_weight:  # the bleed/no-bleed region all subtypes share (nnU-Net's region training)
             bleed = torch.stack([prob[:, 0], 1.0 - prob[:, 0]], dim=1)
             total = total + self.any_dice_weight * soft_dice_loss(bleed, (target > 0).long())
-        return {"loss_seg": total}
+        return total
 
     def forward(self, feats, batch: dict) -> dict[str, torch.Tensor]:
         """Train: ``loss_seg`` (+ ``seg_logits``); eval: ``seg_prob`` (B, K, H, W) softmax, K = 6 or 2."""
@@ -132,11 +168,9 @@ class SegmentationHead(SemanticSegHead):
     DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, mode: str = "multiclass", channels: int = 64, refine: bool = True,
-                 refine_channels: int = 16, ce_weight: float = 1.0, dice_weight: float = 1.0,
-                 dice_include_background: bool = False, any_dice_weight: float = 1.0, class_weight=None,
-                 type: str = "segmentation"):
+                 refine_channels: int = 16, type: str = "segmentation", **loss):
         super().__init__()
-        self._init_loss(mode, ce_weight, dice_weight, dice_include_background, any_dice_weight, class_weight)
+        self._init_loss(mode, **loss)
         self.levels = [k for k in backbone.strides if k != "pool"]
         base = backbone.strides[self.levels[0]]
         self.branches = nn.ModuleDict({

@@ -42,13 +42,11 @@ class UnetHead(_SmpSegHead):
     DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, mode: str = "binary", decoder_channels=(256, 128, 64, 32, 16), stem_channels: int = 32,
-                 attention=None, ce_weight: float = 1.0, dice_weight: float = 1.0,
-                 dice_include_background: bool = False, any_dice_weight: float = 1.0, class_weight=None,
-                 type: str = "unet"):
+                 attention=None, type: str = "unet", **loss):
         super().__init__()
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
-        self._init_loss(mode, ce_weight, dice_weight, dice_include_background, any_dice_weight, class_weight)
+        self._init_loss(mode, **loss)
         if len(decoder_channels) != 5:
             raise ValueError(f"heads.seg.decoder_channels needs 5 values (strides 16..1), got {decoder_channels}")
         self.stem = nn.Sequential(
@@ -78,12 +76,11 @@ class PSPNetHead(_SmpSegHead):
     DEFAULTS = defaults_of(SCHEMA)
 
     def __init__(self, backbone, mode: str = "binary", out_channels: int = 512, dropout: float = 0.2, level: int = 1,
-                 ce_weight: float = 1.0, dice_weight: float = 1.0, dice_include_background: bool = False,
-                 any_dice_weight: float = 1.0, class_weight=None, type: str = "pspnet"):
+                 type: str = "pspnet", **loss):
         super().__init__()
         from segmentation_models_pytorch.decoders.pspnet.decoder import PSPDecoder
 
-        self._init_loss(mode, ce_weight, dice_weight, dice_include_background, any_dice_weight, class_weight)
+        self._init_loss(mode, **loss)
         if not 0 <= level < len(backbone.level_channels):
             raise ValueError(f"heads.seg.level must be 0..{len(backbone.level_channels) - 1}, got {level}")
         self.level = int(level)

@@ -149,3 +149,41 @@ def test_binary_mode_takes_unknown_subtype_as_bleed(trunk, mask_fn):
     logits = head.logits(f, image).detach()
     as_subtype = {**batch, "mask": torch.where(mask == UNKNOWN, 2, mask)}  # any subtype: binary cannot tell
     assert torch.equal(head.loss(logits, batch)["loss_seg"], head.loss(logits, as_subtype)["loss_seg"])
+
+
+@pytest.mark.parametrize("mode", ["multiclass", "binary"])
+def test_weak_loss_is_bce_of_the_top_k_mean_bleed_log_odds_on_labelled_unmasked_slices(trunk, mode):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, mode=mode, channels=16, weak_weight=0.5, weak_topk=0.05)
+    assert head.loss_names == ("loss_seg", "loss_seg_weak")
+    logits = torch.randn(4, head.num_classes, 64, 48, dtype=torch.float64, requires_grad=True)
+    batch = {"image": image, "mask": torch.zeros(4, 64, 48, dtype=torch.long),
+             "cls": torch.tensor([[1.0] + [0] * 5, [0.0] * 6, [1.0] + [0] * 5, [1.0] + [0] * 5]),
+             "cls_valid": torch.tensor([[1.0] * 6, [1.0] * 6, [0.0] * 6, [1.0] * 6]),
+             "has": {"mask": torch.tensor([False, False, False, True]), "cls": torch.tensor([True, True, True, True])}}
+    loss = head.loss(logits, batch)["loss_seg_weak"]
+    # reference by hand: slices 0 (bleed) and 1 (no bleed); 2 has no known label, 3 has a mask
+    lg = logits.detach().numpy()
+    odds = np.log(np.exp(lg[:, 1:]).sum(1)) - lg[:, 0]
+    k = round(0.05 * 64 * 48)
+    pooled = np.array([np.sort(odds[i].ravel())[-k:].mean() for i in (0, 1)])
+    y = np.array([1.0, 0.0])
+    p = 1 / (1 + np.exp(-pooled))
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
+    assert loss.item() == pytest.approx(0.5 * bce, rel=1e-9)
+    loss.backward()
+    grad = logits.grad.abs().sum(1)
+    assert torch.all(grad[2:] == 0)
+    assert int((grad[0] > 0).sum()) == k  # only the pooled pixels learn from the slice label
+
+
+def test_weak_loss_is_off_by_default_and_an_exact_zero_without_labelled_unmasked_slices(trunk):
+    backbone, f, image = trunk
+    assert SegmentationHead(backbone, channels=16).loss_names == ("loss_seg",)
+    head = SegmentationHead(backbone, channels=16, weak_weight=1.0)
+    logits = head.logits(f, image)
+    batch = {"image": image, "mask": torch.zeros(3, 64, 48, dtype=torch.long), "cls": torch.zeros(3, 6),
+             "cls_valid": torch.zeros(3, 6), "has": {"mask": torch.tensor([False] * 3), "cls": torch.tensor([False] * 3)}}
+    out = head.loss(logits, batch)
+    assert set(out) == {"loss_seg", "loss_seg_weak"} and out["loss_seg_weak"].item() == 0.0
+    out["loss_seg_weak"].backward()
