@@ -86,6 +86,8 @@ SCHEMA: dict[str, Any] = {
             "subtypes": K(["SDH", "EDH", "IPH"], "shapes drawn (subdural crescent, epidural lens, parenchymal blob)",
                           items="str"),
         },
+        "intracranial_roi": K(False, "training samples carry the inside of the skull (`roi`), where the "
+                                     "segmenter's weak loss looks for a labelled bleed (brain-window inputs)"),
         "train_also": K([], "more labelled datasets that join the training split only (never validation or "
                             "test), e.g. Kaggle head_ct's `any` labels beside a masked release", items=TRAIN_ALSO),
         "split": {

@@ -10,6 +10,9 @@
     boxes     float32 N x 4 xyxy (pixel edges), labels int64 N (1..5), masks uint8 N x H x W; a mask
               with unknown-subtype pixels gives no boxes (has["boxes"] False: a box needs its category)
     location  int64 scalar: index of the manifest ``location`` in ``location_classes``; -1 unknown
+    roi       bool H x W, only with ``intracranial_roi``: where a bleed may be (the inside of the skull on
+              the augmented slice, ``data.anatomy.intracranial_roi``); has["roi"] False and all False
+              where no closed skull shows
     has       {"cls", "mask", "boxes"}: which labels the slice really has (+ "location" when the
               dataset maps locations)
     meta      patient_id, study_id, slice_idx, source, spacing, orig_size, image, index
@@ -32,6 +35,7 @@ from ..categories import LABELS, SUBTYPES, UNKNOWN_SUBTYPE
 from .instances import mask_to_instances
 from .io import VolumeCache, read_slice
 from .manifest import parse_spacing, read_manifest
+from .anatomy import intracranial_roi
 from .protocol_transforms import build_extra_transforms
 from .transforms import HUJitter, build_transforms
 from .windowing import stack_windows
@@ -55,6 +59,7 @@ class HemorrhageDataset(Dataset):
         extra: dict | None = None,
         context_slices: int = 0,
         lesion_insertion: dict | None = None,
+        intracranial_roi: bool = False,
     ):
         frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
         if patients is not None:
@@ -64,6 +69,7 @@ class HemorrhageDataset(Dataset):
             if missing:
                 raise ValueError(f"patients not in the manifest: {sorted(missing)[:10]}")
         self.context_slices = int(context_slices)
+        self.intracranial_roi = bool(intracranial_roi)
         if self.context_slices:  # neighbours from all the study's rows, before any label filter
             frame = with_context_refs(frame, self.context_slices)
         if label_depth is not None:
@@ -201,7 +207,13 @@ class HemorrhageDataset(Dataset):
         cls, valid = cls * self.label_keep, valid * self.label_keep
         has_boxes = bool(row["has_boxes"]) and not unknown_subtype
         boxes, labels, inst = mask_to_instances(mask_np.astype(np.uint8)) if has_boxes and has_mask else mask_to_instances(np.zeros_like(mask_np, np.uint8))
+        extra, has_extra = {}, {}
+        if self.intracranial_roi:  # on the first window's centre slice, after augmentation (aligned with the mask)
+            roi = intracranial_roi(out["image"][..., self.context_slices])
+            has_extra["roi"] = roi is not None
+            extra["roi"] = torch.from_numpy(roi if roi is not None else np.zeros(mask_np.shape, bool))
         return {
+            **extra,
             "image": image_t,
             "cls": torch.from_numpy(cls),
             "cls_valid": torch.from_numpy(valid),
@@ -211,7 +223,7 @@ class HemorrhageDataset(Dataset):
             "masks": torch.from_numpy(inst),
             "location": torch.tensor(int(self.locations[index]), dtype=torch.int64),
             "has": {"cls": bool(row["has_cls"]) and bool(valid.any()), "mask": has_mask, "boxes": has_boxes,
-                    **({"location": bool(self.locations[index] >= 0)} if self.location_classes else {})},
+                    **has_extra, **({"location": bool(self.locations[index] >= 0)} if self.location_classes else {})},
             "meta": {
                 "patient_id": row["patient_id"],
                 "study_id": row["study_id"],
@@ -265,14 +277,16 @@ def with_context_refs(frame: pd.DataFrame, context: int) -> pd.DataFrame:
 
 def collate_samples(samples: list[dict]) -> dict:
     """Stack what stacks; keep per-image instance targets and meta as lists (torchvision's detection habit)."""
+    extra = {"roi": torch.stack([s["roi"] for s in samples])} if all("roi" in s for s in samples) else {}
     return {
+        **extra,
         "image": torch.stack([s["image"] for s in samples]),
         "cls": torch.stack([s["cls"] for s in samples]),
         "cls_valid": torch.stack([s["cls_valid"] for s in samples]),
         "mask": torch.stack([s["mask"] for s in samples]),
         "location": torch.stack([s.get("location", torch.tensor(-1)) for s in samples]),
         "has": {k: torch.tensor([s["has"].get(k, False) for s in samples], dtype=torch.bool)
-                for k in ("cls", "mask", "boxes", "location")},
+                for k in ("cls", "mask", "boxes", "location", "roi")},
         "targets": [{"boxes": s["boxes"], "labels": s["labels"], "masks": s["masks"]} for s in samples],
         "meta": [s["meta"] for s in samples],
         "weight": torch.tensor([float(s.get("weight", 1.0)) for s in samples]),

@@ -18,26 +18,11 @@ import numpy as np
 from scipy import ndimage
 
 from ..categories import CATEGORY_IDS
+from .anatomy import intracranial_region
 
 SHAPES = ("SDH", "EDH", "IPH")
-BONE = 0.98  # brain-window intensity at which bone saturates (display [0, 1])
 BLOOD_HU = (60.0, 80.0)
 BLOOD_DISPLAY = (0.62, 0.85)  # the same blood under the brain window W80/L40, with some scanner spread
-
-
-def intracranial_region(gray: np.ndarray) -> np.ndarray | None:
-    """Inside of the skull on a brain-window slice in [0, 1]: the largest soft-tissue component that
-    bone encloses; None when the slice shows no closed skull (skull base, vertex, a cropped head)."""
-    bone = gray >= BONE
-    inside = ndimage.binary_fill_holes(bone) & ~bone & (gray > 0.05)
-    labels, n = ndimage.label(inside)
-    if n == 0:
-        return None
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-    region = labels == (1 + int(np.argmax(sizes)))
-    if region.sum() < 0.02 * gray.size:
-        return None
-    return ndimage.binary_erosion(region, iterations=1)
 
 
 def _angles(region: np.ndarray) -> tuple[np.ndarray, float]:

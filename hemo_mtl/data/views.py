@@ -28,6 +28,9 @@ def crop_sample(sample: dict, top: int, left: int, size: int) -> dict:
     image = image[:, top:top + size, left:left + size].contiguous()
     mask = mask[top:top + size, left:left + size].contiguous()
     out = dict(sample, image=image, mask=mask, meta={**sample["meta"], "window": (int(top), int(left), int(size))})
+    if "roi" in sample:  # padding is outside the head: no bleed there
+        roi = F.pad(sample["roi"], (0, pad_w, 0, pad_h)) if pad_h or pad_w else sample["roi"]
+        out["roi"] = roi[top:top + size, left:left + size].contiguous()
     if sample["has"].get("boxes") and sample["has"].get("mask"):
         boxes, labels, inst = mask_to_instances(mask.numpy().astype(np.uint8))
     else:

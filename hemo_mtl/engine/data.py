@@ -212,7 +212,8 @@ def build_datasets(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
             frame = pd.concat(frames, ignore_index=True)
         out[name] = HemorrhageDataset(frame, train=name == "train",
                                       augment=d.get("augment") if name == "train" else None,
-                                      extra=d.get("extra"), lesion_insertion=d.get("lesion_insertion"), **common)
+                                      extra=d.get("extra"), lesion_insertion=d.get("lesion_insertion"),
+                                      intracranial_roi=bool(d.get("intracranial_roi")) and name == "train", **common)
     patches = d.get("patches") or {}
     if int(patches.get("size") or 0) > 0:
         from ..data.patches import patch_view

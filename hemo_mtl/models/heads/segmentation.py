@@ -116,16 +116,31 @@ class SemanticSegHead(nn.Module):
         return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
 
     def weak_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        """BCE of each unmasked, any-labelled slice's top-k mean bleed log-odds against its label."""
+        """BCE of each unmasked, any-labelled slice's top-k mean bleed log-odds against its label; with
+        ``batch["roi"]`` (``data.intracranial_roi``) only slices with a skull inside count, the top k are
+        taken inside it and every pixel outside is background (BCE to 0, averaged over those pixels)."""
         device = logits.device
+        roi = batch.get("roi")
         keep = (batch["has"]["cls"].to(device).bool() & batch["cls_valid"][:, 0].to(device).bool()
                 & ~batch["has"]["mask"].to(device).bool())
+        if roi is not None:
+            keep = keep & batch["has"]["roi"].to(device).bool()
         if not bool(keep.any()):
             return zero_loss(logits)
         z = self.bleed_log_odds(logits[keep]).flatten(1)
+        target = batch["cls"][:, 0].to(device)[keep].to(z.dtype)
         k = max(1, int(round(self.weak_topk * z.shape[1])))
-        pooled = z.topk(k, dim=1).values.mean(dim=1)
-        return F.binary_cross_entropy_with_logits(pooled, batch["cls"][:, 0].to(device)[keep].to(pooled.dtype))
+        if roi is None:
+            return F.binary_cross_entropy_with_logits(z.topk(k, dim=1).values.mean(dim=1), target)
+        roi = roi.to(device)[keep].flatten(1)
+        inside = z.masked_fill(~roi, float("-inf")).topk(k, dim=1)
+        valid = torch.isfinite(inside.values)  # a roi smaller than k pixels pools what it has
+        pooled = (inside.values.masked_fill(~valid, 0.0).sum(1) / valid.sum(1).clamp(min=1))
+        loss = F.binary_cross_entropy_with_logits(pooled, target)
+        outside = ~roi
+        if bool(outside.any()):
+            loss = loss + (F.softplus(z) * outside).sum() / outside.sum()
+        return loss
 
     def mask_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         keep = batch["has"]["mask"].to(logits.device).bool()

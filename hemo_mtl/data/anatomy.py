@@ -1,0 +1,47 @@
+"""Where a bleed can be: the inside of the skull on a brain-window slice.
+
+Intracranial haemorrhage lies inside the skull by definition, so the skull's inside is label
+information every slice carries: data.lesion_insertion draws bleeds only there, and the segmenter's
+weak loss (``heads.seg.weak_weight``) looks for a labelled slice's bleed only there and calls the
+rest background (scalp swelling, the head holder and the sinuses otherwise pass for the bleed of a
+bleeding slice). Hand-written: a hole fill of the saturated bone ring is all it takes, and no imaging
+library ships a skull-inside mask for 8-bit brain-window slices.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+BONE = 0.98  # brain-window intensity at which bone saturates (display [0, 1])
+
+
+def intracranial_region(gray: np.ndarray, bone: float = BONE) -> np.ndarray | None:
+    """Inside of the skull on a brain-window slice in [0, 1], one pixel in from the bone: the largest
+    soft-tissue component that bone (``gray >= bone``) encloses; None when the slice shows no closed
+    skull (skull base, vertex, a cropped head)."""
+    region = _largest_enclosed(gray, gray >= bone)
+    return None if region is None else ndimage.binary_erosion(region, iterations=1)
+
+
+def _largest_enclosed(gray: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
+    """The largest soft-tissue component the ``ring`` encloses; None below 2% of the slice."""
+    inside = ndimage.binary_fill_holes(ring) & ~ring & (gray > 0.05)
+    labels, n = ndimage.label(inside)
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+    region = labels == (1 + int(np.argmax(sizes)))
+    return None if region.sum() < 0.02 * gray.size else region
+
+
+def intracranial_roi(gray: np.ndarray) -> np.ndarray | None:
+    """Where a bleed may be on an augmented brain-window slice: the inside of the skull, or None when
+    no closed skull shows. Bone is the top 5% of the slice's range (blood sits at 60-85% of a brain
+    window), so brightness/contrast augmentation, which moves the saturated level, does not lose it;
+    one closing bridges a thin skull that resizing and rotation left unsaturated in places. No
+    erosion: a subdural bleed lies against the inner table."""
+    low, high = float(gray.min()), float(gray.max())
+    if high - low < 0.5:
+        return None
+    ring = ndimage.binary_closing(gray >= high - 0.05 * (high - low), iterations=1, border_value=0)
+    return _largest_enclosed(gray, ring)
