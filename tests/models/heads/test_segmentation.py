@@ -187,3 +187,28 @@ def test_weak_loss_is_off_by_default_and_an_exact_zero_without_labelled_unmasked
     out = head.loss(logits, batch)
     assert set(out) == {"loss_seg", "loss_seg_weak"} and out["loss_seg_weak"].item() == 0.0
     out["loss_seg_weak"].backward()
+
+
+def test_weak_loss_with_a_roi_pools_inside_it_and_calls_the_outside_background(trunk):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, mode="binary", channels=16, weak_weight=1.0, weak_topk=0.02)
+    logits = torch.randn(3, 2, 64, 48, dtype=torch.float64, requires_grad=True)
+    roi = torch.zeros(3, 64, 48, dtype=torch.bool)
+    roi[:, 10:50, 8:40] = True
+    batch = {"image": image, "mask": torch.zeros(3, 64, 48, dtype=torch.long), "roi": roi,
+             "cls": torch.tensor([[1.0] + [0] * 5, [0.0] * 6, [1.0] + [0] * 5]),
+             "cls_valid": torch.ones(3, 6),
+             "has": {"mask": torch.zeros(3, dtype=torch.bool), "cls": torch.ones(3, dtype=torch.bool),
+                     "roi": torch.tensor([True, True, False])}}  # slice 2: no closed skull, left out
+    loss = head.loss(logits, batch)["loss_seg_weak"]
+    lg = logits.detach().numpy()
+    odds = (lg[:, 1] - lg[:, 0])[:2]
+    inside, outside = roi[:2].numpy(), ~roi[:2].numpy()
+    k = round(0.02 * 64 * 48)
+    pooled = np.array([np.sort(odds[i][inside[i]])[-k:].mean() for i in range(2)])
+    y = np.array([1.0, 0.0])
+    bce = -(y * np.log(1 / (1 + np.exp(-pooled))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-pooled)))).mean()
+    background = np.log1p(np.exp(odds[outside])).mean()  # BCE to 0 of every outside pixel
+    assert loss.item() == pytest.approx(bce + background, rel=1e-9)
+    loss.backward()
+    assert torch.all(logits.grad[2] == 0)

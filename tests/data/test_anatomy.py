@@ -1,0 +1,77 @@
+"""The inside of the skull on brain-window slices: where a bleed may be."""
+import numpy as np
+from scipy import ndimage
+
+from hemo_mtl.data.anatomy import intracranial_region, intracranial_roi
+
+
+def _head(size=96, gap=0):
+    """Air, scalp at 0.3, a saturated skull ring (r 36..40) with an optional gap, brain at 0.4 inside."""
+    yy, xx = np.indices((size, size))
+    r = np.hypot(yy - size / 2, xx - size / 2)
+    img = np.zeros((size, size), np.float32)
+    img[r < 44] = 0.3
+    img[r < 40] = 1.0
+    img[r < 36] = 0.4
+    if gap:
+        img[(r >= 36) & (r < 40) & (np.abs(xx - size / 2) < gap / 2) & (yy < size / 2)] = 0.4
+    return img, r < 36
+
+
+def test_roi_is_the_inside_of_the_skull_and_survives_brightness_and_contrast():
+    img, brain = _head()
+    assert np.array_equal(intracranial_roi(img), brain)
+    shifted = np.clip(0.8 * img - 0.05, 0, 1)  # a darker, flatter draw of the augmentation: bone no longer at 1
+    assert np.array_equal(intracranial_roi(shifted), brain)
+
+
+def test_roi_bridges_a_one_pixel_gap_but_not_an_open_skull():
+    img, brain = _head(gap=1)
+    roi = intracranial_roi(img)
+    assert roi is not None and (roi & brain).sum() / brain.sum() > 0.99 and not (roi & (np.hypot(
+        *(np.indices(img.shape) - 48)) >= 40)).any()  # scalp stays out
+    assert intracranial_roi(_head(gap=12)[0]) is None
+
+
+def test_no_skull_no_roi():
+    assert intracranial_roi(np.full((64, 64), 0.4, np.float32)) is None
+    assert intracranial_roi(np.zeros((64, 64), np.float32)) is None
+    assert intracranial_region(np.full((64, 64), 0.4, np.float32)) is None
+
+
+def test_region_for_drawing_keeps_a_pixel_off_the_bone():
+    img, brain = _head()
+    region = intracranial_region(img)
+    assert region.sum() < brain.sum() and not (region & ~brain).any()
+
+
+def test_dataset_roi_is_aligned_with_the_augmented_slice(tmp_path):
+    from PIL import Image
+
+    from hemo_mtl.data.dataset import HemorrhageDataset, collate_samples
+    from hemo_mtl.data.manifest import make_row, rows_to_frame
+
+    img, brain = _head()
+    flat = np.full_like(img, 0.4)
+    rows = []
+    for k, (arr, lab) in enumerate([(img, [1, 0, 1, 0, 0, 0]), (flat, [0] * 6)]):
+        path = tmp_path / f"{k}.png"
+        Image.fromarray((arr * 255).astype(np.uint8)).save(path)
+        rows.append(make_row("p", k, "physionet", str(path), "display", lab))
+    frame = rows_to_frame(rows)
+    augment = {"rotate": 0.0, "translate": 0.06, "scale": [1.0, 1.0], "p_affine": 1.0, "flip_lr": 0.0,
+               "brightness_contrast": 0.0}
+    ds = HemorrhageDataset(frame, image_size=96, train=True, augment=augment, intracranial_roi=True)
+    head, plain = ds[0], ds[1]
+    assert head["has"]["roi"] and not plain["has"]["roi"] and not plain["roi"].any()
+    # the roi follows the translated slice: every brain pixel (0.4) in, no scalp (0.3) or air, about
+    # the brain's area (plus the interpolated rim of the inner table, which is where a subdural lies)
+    image, roi = head["image"][0].numpy(), head["roi"].numpy()
+    assert not np.array_equal(roi, brain)  # moved with the slice
+    labels, _ = ndimage.label(np.abs(image - 0.4) < 0.02)  # the brain: the largest 0.4 component
+    inner = labels == np.bincount(labels[labels > 0]).argmax()
+    assert roi[inner].all() and not roi[np.abs(image - 0.3) < 0.02].any()
+    assert not roi[image < 0.05].any() and abs(roi.sum() / brain.sum() - 1) < 0.1
+    batch = collate_samples([head, plain])
+    assert batch["roi"].shape == (2, 96, 96) and batch["has"]["roi"].tolist() == [True, False]
+    assert "roi" not in HemorrhageDataset(frame, image_size=96)[0]  # off by default
