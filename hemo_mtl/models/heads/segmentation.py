@@ -12,11 +12,11 @@ blood looks like from the first steps, before the rarer subtypes are told apart.
 Mask pixels of unknown subtype (``UNKNOWN_SUBTYPE``, a binary mask on a slice with several
 subtypes) are bleed for the cross-entropy (-log(1 - P(background))) and the "any bleed" Dice, and
 left out of the per-subtype Dice; a batch without them computes exactly what it did before.
-Slices with an ``any`` slice label but no mask (most of a real release) teach the segmenter too when
-``weak_weight`` > 0: multiple-instance learning, the mean bleed log-odds of the slice's top
-``weak_topk`` share of pixels is scored by BCE against the label, so a bleed slice must light up
-somewhere and a normal slice nowhere (top-k pooling as in Zhou et al., "Weakly supervised instance
-segmentation using class peak response", and the lesion MIL of medical imaging).
+Slices with slice labels but no mask (most of a real release) teach the segmenter too when
+``weak_weight`` > 0: multiple-instance learning, the mean log-odds (bleed, and in multiclass mode each
+subtype, against background) of the slice's top ``weak_topk`` share of pixels is scored by BCE against
+its label, so a subdural slice must light up as subdural somewhere and a normal slice nowhere (top-k
+pooling of a segmentation map as in weakly supervised segmentation from image labels).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from hemo_mtl.categories import SUBTYPES, UNKNOWN_SUBTYPE
 from hemo_mtl.config_schema import OPEN_FRACTION, K, defaults_of
 from hemo_mtl.registry import HEADS
 
-from ..losses import soft_dice_loss, subtype_partial_cross_entropy, zero_loss
+from ..losses import masked_bce_with_logits, soft_dice_loss, subtype_partial_cross_entropy, zero_loss
 
 
 def _conv_gn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -69,8 +69,8 @@ class SemanticSegHead(nn.Module):
         "dice_include_background": K(False),
         "any_dice_weight": K(1.0, "multiclass: extra Dice on any bleed = 1 - P(background)"),
         "class_weight": K(None, "CE weight per class (background first); null = 1", "list", items="float"),
-        "weak_weight": K(0.0, "slices with an any-bleed slice label but no mask: BCE of the top-k pooled bleed "
-                              "log-odds against the label (multiple-instance learning); 0 = off"),
+        "weak_weight": K(0.0, "slices with slice labels but no mask: BCE of the top-k pooled log-odds (bleed; "
+                              "multiclass: and each subtype) against the labels (multiple-instance learning); 0 = off"),
         "weak_topk": K(0.01, "share of a slice's pixels the weak loss pools (about a small bleed's area)",
                        range=OPEN_FRACTION),
     }
@@ -116,30 +116,38 @@ class SemanticSegHead(nn.Module):
         return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
 
     def weak_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        """BCE of each unmasked, any-labelled slice's top-k mean bleed log-odds against its label; with
-        ``batch["roi"]`` (``data.intracranial_roi``) only slices with a skull inside count, the top k are
-        taken inside it and every pixel outside is background (BCE to 0, averaged over those pixels)."""
+        """Multiple-instance loss of the unmasked slices with known labels: per label the head can tell
+        (``any``; multiclass: and each subtype), the top-k mean log-odds against background scored by BCE
+        against the slice label (unknown labels left out). With ``batch["roi"]`` (``data.intracranial_roi``)
+        only slices with a skull inside count, the top k are taken inside it and every pixel outside is
+        background (BCE of the bleed log-odds to 0, averaged over those pixels)."""
         device = logits.device
         roi = batch.get("roi")
-        keep = (batch["has"]["cls"].to(device).bool() & batch["cls_valid"][:, 0].to(device).bool()
+        keep = (batch["has"]["cls"].to(device).bool() & batch["cls_valid"].to(device).bool().any(dim=1)
                 & ~batch["has"]["mask"].to(device).bool())
         if roi is not None:
             keep = keep & batch["has"]["roi"].to(device).bool()
         if not bool(keep.any()):
             return zero_loss(logits)
-        z = self.bleed_log_odds(logits[keep]).flatten(1)
-        target = batch["cls"][:, 0].to(device)[keep].to(z.dtype)
-        k = max(1, int(round(self.weak_topk * z.shape[1])))
+        logits = logits[keep]
+        bleed = self.bleed_log_odds(logits).flatten(1)  # (B, HW)
+        z = bleed[:, None]
+        if self.mode == "multiclass":  # LABELS = any + SUBTYPES: the seg classes' order after background
+            z = torch.cat([z, (logits[:, 1:] - logits[:, :1]).flatten(2)], dim=1)  # (B, 6, HW)
+        labels = z.shape[1]
+        target = batch["cls"].to(device)[keep][:, :labels].to(z.dtype)
+        valid = batch["cls_valid"].to(device)[keep][:, :labels].to(z.dtype)
+        k = max(1, int(round(self.weak_topk * z.shape[2])))
         if roi is None:
-            return F.binary_cross_entropy_with_logits(z.topk(k, dim=1).values.mean(dim=1), target)
+            return masked_bce_with_logits(z.topk(k, dim=2).values.mean(dim=2), target, valid)
         roi = roi.to(device)[keep].flatten(1)
-        inside = z.masked_fill(~roi, float("-inf")).topk(k, dim=1)
-        valid = torch.isfinite(inside.values)  # a roi smaller than k pixels pools what it has
-        pooled = (inside.values.masked_fill(~valid, 0.0).sum(1) / valid.sum(1).clamp(min=1))
-        loss = F.binary_cross_entropy_with_logits(pooled, target)
+        top = z.masked_fill(~roi[:, None], float("-inf")).topk(k, dim=2).values
+        found = torch.isfinite(top)  # a roi smaller than k pixels pools what it has
+        pooled = top.masked_fill(~found, 0.0).sum(2) / found.sum(2).clamp(min=1)
+        loss = masked_bce_with_logits(pooled, target, valid)
         outside = ~roi
         if bool(outside.any()):
-            loss = loss + (F.softplus(z) * outside).sum() / outside.sum()
+            loss = loss + (F.softplus(bleed) * outside).sum() / outside.sum()
         return loss
 
     def mask_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:

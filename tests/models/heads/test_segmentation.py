@@ -158,23 +158,25 @@ def test_weak_loss_is_bce_of_the_top_k_mean_bleed_log_odds_on_labelled_unmasked_
     assert head.loss_names == ("loss_seg", "loss_seg_weak")
     logits = torch.randn(4, head.num_classes, 64, 48, dtype=torch.float64, requires_grad=True)
     batch = {"image": image, "mask": torch.zeros(4, 64, 48, dtype=torch.long),
-             "cls": torch.tensor([[1.0] + [0] * 5, [0.0] * 6, [1.0] + [0] * 5, [1.0] + [0] * 5]),
+             "cls": torch.tensor([[1.0, 0, 1, 0, 0, 0], [0.0] * 6, [1.0] + [0] * 5, [1.0] + [0] * 5]),
              "cls_valid": torch.tensor([[1.0] * 6, [1.0] * 6, [0.0] * 6, [1.0] * 6]),
              "has": {"mask": torch.tensor([False, False, False, True]), "cls": torch.tensor([True, True, True, True])}}
     loss = head.loss(logits, batch)["loss_seg_weak"]
     # reference by hand: slices 0 (bleed) and 1 (no bleed); 2 has no known label, 3 has a mask
     lg = logits.detach().numpy()
-    odds = np.log(np.exp(lg[:, 1:]).sum(1)) - lg[:, 0]
+    odds = [np.log(np.exp(lg[:, 1:]).sum(1)) - lg[:, 0]]  # any bleed; multiclass: + each subtype
+    odds += [lg[:, c] - lg[:, 0] for c in range(1, 6)] if mode == "multiclass" else []
     k = round(0.05 * 64 * 48)
-    pooled = np.array([np.sort(odds[i].ravel())[-k:].mean() for i in (0, 1)])
-    y = np.array([1.0, 0.0])
+    pooled = np.array([[np.sort(o[i].ravel())[-k:].mean() for o in odds] for i in (0, 1)])  # (slice, label)
+    y = batch["cls"][:2, :len(odds)].numpy()
     p = 1 / (1 + np.exp(-pooled))
     bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
     assert loss.item() == pytest.approx(0.5 * bce, rel=1e-9)
     loss.backward()
     grad = logits.grad.abs().sum(1)
     assert torch.all(grad[2:] == 0)
-    assert int((grad[0] > 0).sum()) == k  # only the pooled pixels learn from the slice label
+    if mode == "binary":
+        assert int((grad[0] > 0).sum()) == k  # only the pooled pixels learn from the slice label
 
 
 def test_weak_loss_is_off_by_default_and_an_exact_zero_without_labelled_unmasked_slices(trunk):
