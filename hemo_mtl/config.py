@@ -86,8 +86,9 @@ SCHEMA: dict[str, Any] = {
             "subtypes": K(["SDH", "EDH", "IPH"], "shapes drawn (subdural crescent, epidural lens, parenchymal blob)",
                           items="str"),
         },
-        "intracranial_roi": K(False, "training samples carry the inside of the skull (`roi`), where the "
-                                     "segmenter's weak loss looks for a labelled bleed (brain-window inputs)"),
+        "bleed_roi": K(None, "training samples carry where a bleed may be (`roi`: `skull`, the inside of the skull; "
+                             "`hyperdense`, its pixels denser than brain), where the segmenter's weak loss looks "
+                             "for a labelled bleed (brain-window display inputs)", "str"),
         "train_also": K([], "more labelled datasets that join the training split only (never validation or "
                             "test), e.g. Kaggle head_ct's `any` labels beside a masked release", items=TRAIN_ALSO),
         "split": {

@@ -1,11 +1,13 @@
 """Where a bleed can be: the inside of the skull on a brain-window slice.
 
-Intracranial haemorrhage lies inside the skull by definition, so the skull's inside is label
-information every slice carries: data.lesion_insertion draws bleeds only there, and the segmenter's
-weak loss (``heads.seg.weak_weight``) looks for a labelled slice's bleed only there and calls the
-rest background (scalp swelling, the head holder and the sinuses otherwise pass for the bleed of a
-bleeding slice). Hand-written: a hole fill of the saturated bone ring is all it takes, and no imaging
-library ships a skull-inside mask for 8-bit brain-window slices.
+Intracranial haemorrhage lies inside the skull by definition, and acute blood is denser than brain
+(50-90 HU against 20-40 HU), so every slice carries label information about where its bleed can be:
+data.lesion_insertion draws bleeds only inside the skull, and the segmenter's weak loss
+(``heads.seg.weak_weight``, ``data.bleed_roi``) looks for a labelled slice's bleed only there and
+calls the rest background (scalp swelling, the head holder and the sinuses otherwise pass for the
+bleed of a bleeding slice, and the brain across from a bleed for the bleed itself). Hand-written: a
+hole fill of the saturated bone ring is all it takes, and no imaging library ships a skull-inside mask
+for 8-bit brain-window slices.
 """
 from __future__ import annotations
 
@@ -45,3 +47,19 @@ def intracranial_roi(gray: np.ndarray) -> np.ndarray | None:
         return None
     ring = ndimage.binary_closing(gray >= high - 0.05 * (high - low), iterations=1, border_value=0)
     return _largest_enclosed(gray, ring)
+
+
+BLEED_ROIS = ("skull", "hyperdense")
+
+
+def bleed_roi(gray: np.ndarray, kind: str) -> np.ndarray | None:
+    """Where a bleed may be (``data.bleed_roi``): ``skull``, the inside of the skull; ``hyperdense``, the
+    pixels inside it brighter than its median by a tenth of the slice's range (about 8 HU of a brain
+    window), grown by a pixel for the partial-volume edge. None where no closed skull shows."""
+    if kind not in BLEED_ROIS:
+        raise ValueError(f"data.bleed_roi must be one of {BLEED_ROIS} or null, got {kind!r}")
+    inside = intracranial_roi(gray)
+    if inside is None or kind == "skull":
+        return inside
+    dense = gray >= float(np.median(gray[inside])) + 0.1 * float(gray.max() - gray.min())
+    return ndimage.binary_dilation(dense & inside, iterations=1) & inside

@@ -10,9 +10,9 @@
     boxes     float32 N x 4 xyxy (pixel edges), labels int64 N (1..5), masks uint8 N x H x W; a mask
               with unknown-subtype pixels gives no boxes (has["boxes"] False: a box needs its category)
     location  int64 scalar: index of the manifest ``location`` in ``location_classes``; -1 unknown
-    roi       bool H x W, only with ``intracranial_roi``: where a bleed may be (the inside of the skull on
-              the augmented slice, ``data.anatomy.intracranial_roi``); has["roi"] False and all False
-              where no closed skull shows
+    roi       bool H x W, only with ``bleed_roi``: where a bleed may be on the augmented slice
+              (``data.anatomy.bleed_roi``: inside the skull, or its hyperdense pixels); has["roi"]
+              False and all False where no closed skull shows
     has       {"cls", "mask", "boxes"}: which labels the slice really has (+ "location" when the
               dataset maps locations)
     meta      patient_id, study_id, slice_idx, source, spacing, orig_size, image, index
@@ -35,7 +35,7 @@ from ..categories import LABELS, SUBTYPES, UNKNOWN_SUBTYPE
 from .instances import mask_to_instances
 from .io import VolumeCache, read_slice
 from .manifest import parse_spacing, read_manifest
-from .anatomy import intracranial_roi
+from .anatomy import BLEED_ROIS, bleed_roi
 from .protocol_transforms import build_extra_transforms
 from .transforms import HUJitter, build_transforms
 from .windowing import stack_windows
@@ -59,7 +59,7 @@ class HemorrhageDataset(Dataset):
         extra: dict | None = None,
         context_slices: int = 0,
         lesion_insertion: dict | None = None,
-        intracranial_roi: bool = False,
+        bleed_roi: str | None = None,
     ):
         frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
         if patients is not None:
@@ -69,7 +69,9 @@ class HemorrhageDataset(Dataset):
             if missing:
                 raise ValueError(f"patients not in the manifest: {sorted(missing)[:10]}")
         self.context_slices = int(context_slices)
-        self.intracranial_roi = bool(intracranial_roi)
+        self.bleed_roi = bleed_roi
+        if bleed_roi is not None and bleed_roi not in BLEED_ROIS:
+            raise ValueError(f"data.bleed_roi must be one of {BLEED_ROIS} or null, got {bleed_roi!r}")
         if self.context_slices:  # neighbours from all the study's rows, before any label filter
             frame = with_context_refs(frame, self.context_slices)
         if label_depth is not None:
@@ -208,8 +210,8 @@ class HemorrhageDataset(Dataset):
         has_boxes = bool(row["has_boxes"]) and not unknown_subtype
         boxes, labels, inst = mask_to_instances(mask_np.astype(np.uint8)) if has_boxes and has_mask else mask_to_instances(np.zeros_like(mask_np, np.uint8))
         extra, has_extra = {}, {}
-        if self.intracranial_roi:  # on the first window's centre slice, after augmentation (aligned with the mask)
-            roi = intracranial_roi(out["image"][..., self.context_slices])
+        if self.bleed_roi:  # on the first window's centre slice, after augmentation (aligned with the mask)
+            roi = bleed_roi(out["image"][..., self.context_slices], self.bleed_roi)
             has_extra["roi"] = roi is not None
             extra["roi"] = torch.from_numpy(roi if roi is not None else np.zeros(mask_np.shape, bool))
         return {

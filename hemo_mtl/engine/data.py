@@ -213,7 +213,7 @@ def build_datasets(cfg: Mapping, data_dir: Path, splits: Mapping) -> dict:
         out[name] = HemorrhageDataset(frame, train=name == "train",
                                       augment=d.get("augment") if name == "train" else None,
                                       extra=d.get("extra"), lesion_insertion=d.get("lesion_insertion"),
-                                      intracranial_roi=bool(d.get("intracranial_roi")) and name == "train", **common)
+                                      bleed_roi=d.get("bleed_roi") if name == "train" else None, **common)
     patches = d.get("patches") or {}
     if int(patches.get("size") or 0) > 0:
         from ..data.patches import patch_view

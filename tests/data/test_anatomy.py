@@ -1,8 +1,9 @@
 """The inside of the skull on brain-window slices: where a bleed may be."""
 import numpy as np
+import pytest
 from scipy import ndimage
 
-from hemo_mtl.data.anatomy import intracranial_region, intracranial_roi
+from hemo_mtl.data.anatomy import bleed_roi, intracranial_region, intracranial_roi
 
 
 def _head(size=96, gap=0):
@@ -61,7 +62,7 @@ def test_dataset_roi_is_aligned_with_the_augmented_slice(tmp_path):
     frame = rows_to_frame(rows)
     augment = {"rotate": 0.0, "translate": 0.06, "scale": [1.0, 1.0], "p_affine": 1.0, "flip_lr": 0.0,
                "brightness_contrast": 0.0}
-    ds = HemorrhageDataset(frame, image_size=96, train=True, augment=augment, intracranial_roi=True)
+    ds = HemorrhageDataset(frame, image_size=96, train=True, augment=augment, bleed_roi="skull")
     head, plain = ds[0], ds[1]
     assert head["has"]["roi"] and not plain["has"]["roi"] and not plain["roi"].any()
     # the roi follows the translated slice: every brain pixel (0.4) in, no scalp (0.3) or air, about
@@ -75,3 +76,15 @@ def test_dataset_roi_is_aligned_with_the_augmented_slice(tmp_path):
     batch = collate_samples([head, plain])
     assert batch["roi"].shape == (2, 96, 96) and batch["has"]["roi"].tolist() == [True, False]
     assert "roi" not in HemorrhageDataset(frame, image_size=96)[0]  # off by default
+
+
+def test_hyperdense_roi_is_the_dense_pixels_inside_the_skull_grown_by_one():
+    img, brain = _head()
+    blob = np.hypot(*(np.indices(img.shape) - np.array([40, 56])[:, None, None])) < 5
+    img[blob] = 0.75  # blood against brain at 0.4
+    roi = bleed_roi(img, "hyperdense")
+    assert np.array_equal(roi, ndimage.binary_dilation(blob, iterations=1) & brain)
+    assert np.array_equal(bleed_roi(img, "skull"), brain)
+    assert bleed_roi(np.full((64, 64), 0.4, np.float32), "hyperdense") is None
+    with pytest.raises(ValueError, match="bleed_roi"):
+        bleed_roi(img, "brain")

@@ -118,7 +118,7 @@ class SemanticSegHead(nn.Module):
     def weak_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """Multiple-instance loss of the unmasked slices with known labels: per label the head can tell
         (``any``; multiclass: and each subtype), the top-k mean log-odds against background scored by BCE
-        against the slice label (unknown labels left out). With ``batch["roi"]`` (``data.intracranial_roi``)
+        against the slice label (unknown labels left out). With ``batch["roi"]`` (``data.bleed_roi``)
         only slices with a skull inside count, the top k are taken inside it and every pixel outside is
         background (BCE of the bleed log-odds to 0, averaged over those pixels)."""
         device = logits.device
