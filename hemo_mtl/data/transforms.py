@@ -6,8 +6,9 @@ Order matters: intensity jitter happens in HU *before* windowing
 transformed mask afterwards, so they are exact after any rotation.
 
 Volume slices are ``vol[:, :, k]`` (nibabel layout), so array axis 0 is the patient's left-right
-axis and the optional left-right flip is albumentations' ``VerticalFlip`` (which flips axis 0). It
-is off by default because left/right carries meaning.
+axis and the optional left-right flip is albumentations' ``VerticalFlip`` (which flips axis 0); a
+display image (JPG/PNG) is stored as it is viewed, anterior up, so its left-right axis is the columns
+and the flip is ``HorizontalFlip``. It is off by default because left/right carries meaning.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def build_transforms(aug_cfg: dict | None, train: bool, image_size: int = 256, d
             )
         )
         if cfg["flip_lr"] > 0:
-            ops.append(A.VerticalFlip(p=cfg["flip_lr"]))
+            flip = A.HorizontalFlip if display else A.VerticalFlip  # the patient's left-right axis
+            ops.append(flip(p=cfg["flip_lr"]))
         if display and cfg["brightness_contrast"] > 0:
             bc = cfg["brightness_contrast"]
             ops.append(A.RandomBrightnessContrast(brightness_limit=bc, contrast_limit=bc, p=0.5))

@@ -85,6 +85,24 @@ def test_flip_lr_mirrors_the_patients_left_right_axis(tiny_nifti):
     assert sorted((int(l), *map(int, b)) for l, b in zip(flipped["labels"], flipped["boxes"])) == mirrored
 
 
+def test_flip_lr_of_a_display_image_mirrors_its_columns(tmp_path):
+    """A JPG/PNG slice is stored as viewed (anterior up): the patient's left-right axis is the columns."""
+    from PIL import Image
+
+    from hemo_mtl.data.manifest import make_row, rows_to_frame
+
+    img = np.zeros((64, 64), np.uint8)
+    img[10:20, 5:15] = 200  # one bright square, top left
+    Image.fromarray(img).save(tmp_path / "0.png")
+    frame = rows_to_frame([make_row("p", 0, "physionet", str(tmp_path / "0.png"), "display", [0] * 6)])
+    aug = {"p_affine": 0.0, "flip_lr": 1.0, "brightness_contrast": 0.0}
+    plain = HemorrhageDataset(frame, image_size=64)[0]["image"]
+    flipped = HemorrhageDataset(frame, image_size=64, train=True, augment=aug)[0]["image"]
+    assert torch.equal(flipped, plain.flip(-1))
+    # the 8-bit slice / 255, mirrored (no resize at 64 px: exact up to the float32 division)
+    torch.testing.assert_close(flipped[0], torch.from_numpy(img[:, ::-1] / 255.0).float(), rtol=0, atol=1e-6)
+
+
 def test_partial_labels_kaggle(kaggle_head_ct_dir):
     frame = rows_to_frame(scan_source("kaggle", kaggle_head_ct_dir).rows)
     ds = HemorrhageDataset(frame.iloc[:3], windows=("brain", "brain", "brain"), image_size=96)
