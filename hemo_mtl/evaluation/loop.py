@@ -17,7 +17,7 @@ from torch import nn
 from ..data.dataset import move_to_device
 from ..models.gating import CascadeGate
 from ..models.multitask import set_active_heads
-from ..models.tta import eval_forward
+from ..models.tta import eval_forward, lr_axis
 from .panels import draw_panel
 
 
@@ -37,6 +37,15 @@ def _slice(batch: Mapping, i: int) -> dict:
     if bool(batch["has"]["boxes"][i]):
         sample["boxes"], sample["labels"] = batch["targets"][i]["boxes"], batch["targets"][i]["labels"]
     return sample
+
+
+def dataset_kind(loader) -> str:
+    """"display" when the loader's dataset (through views) holds display images, else "hu"."""
+    dataset = getattr(loader, "dataset", None)
+    while dataset is not None and not hasattr(dataset, "frame"):
+        dataset = getattr(dataset, "base", None) or getattr(dataset, "dataset", None)
+    frame = getattr(dataset, "frame", None)
+    return "display" if frame is not None and "kind" in frame and (frame["kind"] == "display").any() else "hu"
 
 
 def _pred(outputs: Mapping, i: int) -> dict:
@@ -61,6 +70,7 @@ def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.d
         set_active_heads(model, heads)
     if evaluator is not None:
         evaluator.reset()
+    flip_axis = lr_axis(dataset_kind(loader))
     p_all, y_all, lesions = [], [], []
     positives: list[torch.Tensor] = []
     others: list[torch.Tensor] = []
@@ -68,7 +78,7 @@ def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.d
         for batch in loader:
             batch = move_to_device(batch, device, channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-                outputs = eval_forward(model, batch, gate, flip_tta)
+                outputs = eval_forward(model, batch, gate, flip_tta, flip_axis)
             outputs = _to_float(outputs)
             if "cls_prob" in outputs:
                 p = outputs["cls_prob"][:, 0].float().cpu()

@@ -32,7 +32,7 @@ import torch
 from ..categories import LABELS
 from ..data.io import DataError
 from ..models.gating import CascadeGate, gate_outputs
-from ..models.tta import detection_head, merge_instances
+from ..models.tta import detection_head, lr_axis, merge_instances
 from .geometry import unfit
 from .predictor import PredictOptions, Predictor, Scan, ScanPrediction, split_groups
 
@@ -196,10 +196,11 @@ class EnsemblePredictor(Predictor):
             t0 = time.perf_counter()
             groups, inputs, fits = member.model_inputs(scan)
             t1 = time.perf_counter()
+            axis = lr_axis(scan.kind)
             if self.options.sliding_window:
-                outs = [member.sliding_window(g) for g in inputs]
+                outs = [member.sliding_window(g, axis) for g in inputs]
             else:
-                outs = [member._run_batches(inputs[0])]
+                outs = [member._run_batches(inputs[0], axis)]
             t2 = time.perf_counter()
             timings["preprocess"] += t1 - t0
             timings["model"] += t2 - t1

@@ -34,7 +34,7 @@ from ..data.io import DataError, list_slice_images, load_dicom_series, load_disp
 from ..data.patches import window_grid
 from ..data.windowing import check_hu_range, stack_windows
 from ..models.gating import CascadeGate
-from ..models.tta import eval_forward, merge_detections
+from ..models.tta import eval_forward, lr_axis, merge_detections
 from .backends import Backend, TorchBackend, load_backend, load_model, score_floor  # noqa: F401 (re-exported)
 from .geometry import Fit, fit_to_square, label_map, label_volume, unfit  # noqa: F401 (re-exported)
 from .postprocess import clean_mask
@@ -258,20 +258,21 @@ class Predictor:
 
     # ------------------------------------------------------------------ model passes
     @torch.inference_mode()
-    def _forward(self, x: torch.Tensor) -> dict:
+    def _forward(self, x: torch.Tensor, flip_axis: int = -2) -> dict:
         """Model outputs for (B, C, S, S), gated when the checkpoint says so (the gated heads then run only
-        on the slices that pass), or with the mirrored pass (``flip_tta``: gated on the averaged p(any))."""
-        out = eval_forward(self.backend, {"image": x}, self.active_gate, self.options.flip_tta)
+        on the slices that pass), or with the pass mirrored along ``flip_axis`` (``flip_tta``: gated on the
+        averaged p(any))."""
+        out = eval_forward(self.backend, {"image": x}, self.active_gate, self.options.flip_tta, flip_axis)
         out = {k: (v.float().cpu() if torch.is_tensor(v) and v.is_floating_point() else
                    v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
         if "instances" in out:
             out["instances"] = [{k: v.float().cpu() for k, v in inst.items()} for inst in out["instances"]]
         return out
 
-    def _run_batches(self, x: torch.Tensor) -> dict:
+    def _run_batches(self, x: torch.Tensor, flip_axis: int = -2) -> dict:
         """All of ``x`` through the model ``batch_size`` slices at a time; outputs concatenated."""
         with self.backend.predicting(self.options.score_threshold):
-            parts = [self._forward(x[i:i + self.options.batch_size])
+            parts = [self._forward(x[i:i + self.options.batch_size], flip_axis)
                      for i in range(0, len(x), self.options.batch_size)]
         out: dict = {}
         for key in parts[0]:
@@ -281,7 +282,7 @@ class Predictor:
                 out[key] = torch.cat([p[key] for p in parts])
         return out
 
-    def sliding_window(self, x: torch.Tensor) -> dict:
+    def sliding_window(self, x: torch.Tensor, flip_axis: int = -2) -> dict:
         """Native-resolution patches (``patch``, ``stride``): seg probabilities averaged where windows
         overlap, p(slice) = max over windows, instances shifted to the slice and merged by NMS."""
         p, s = self.options.patch, self.options.stride
@@ -291,7 +292,7 @@ class Predictor:
         seg = cnt = cls = None
         boxes = [[] for _ in range(n)]
         for top, left in window_grid(ph, pw, p, s):
-            out = self._run_batches(x[..., top:top + p, left:left + p])
+            out = self._run_batches(x[..., top:top + p, left:left + p], flip_axis)
             if "seg_prob" in out:
                 if seg is None:
                     seg = torch.zeros(n, out["seg_prob"].shape[1], ph, pw)
@@ -348,7 +349,9 @@ class Predictor:
         t0 = time.perf_counter()
         groups, inputs, fits = self.model_inputs(scan)
         t1 = time.perf_counter()
-        outs = [self.sliding_window(g) for g in inputs] if self.options.sliding_window else [self._run_batches(inputs[0])]
+        axis = lr_axis(scan.kind)
+        outs = ([self.sliding_window(g, axis) for g in inputs] if self.options.sliding_window
+                else [self._run_batches(inputs[0], axis)])
         t2 = time.perf_counter()
         outs = [self.calibrated(o) for o in outs]
         pred = self._assemble(scan, groups, fits, outs)

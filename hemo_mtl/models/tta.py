@@ -1,7 +1,8 @@
 """Flip test-time augmentation of a multi-task model's eval outputs, shared by evaluation and prediction.
 
-The mirrored pass flips array axis -2 of the input (the rows: array axis 0 of a volume slice, the
-patient's left-right). Probabilities are averaged; detections are mapped back and merged with the plain
+The mirrored pass flips the patient's left-right axis of the input: array axis -2 of a volume slice
+(the rows: nibabel's axis 0), axis -1 of a display image (the columns: a JPG/PNG is stored as viewed,
+anterior up); ``lr_axis`` gives it per scan kind. Probabilities are averaged; detections are mapped back and merged with the plain
 ones as detectron2's ``GeneralizedRCNNWithTTA`` and ultralytics' augmented inference do: the union, then
 the detection head's own per-class NMS (``nms_iou``, ``max_det``), so a lesion found by both passes keeps
 one box, the higher-scoring one. A cascade gate then applies to the averaged p(any).
@@ -17,15 +18,21 @@ from torchvision.ops import batched_nms
 from .gating import CascadeGate, gate_outputs
 
 
-def mirror_rows(instances: dict, height: int) -> dict:
-    """Detections of a slice flipped along its rows, mapped back: box rows [y0, y1) -> [height - y1,
-    height - y0), masks flipped."""
+def lr_axis(kind: str) -> int:
+    """The image axis that is the patient's left-right: -2 for HU volume slices, -1 for display images."""
+    return -1 if kind == "display" else -2
+
+
+def mirror_instances(instances: dict, size: int, axis: int = -2) -> dict:
+    """Detections of a slice flipped along ``axis`` (-2 rows, -1 columns) of extent ``size``, mapped
+    back: box coordinates [a0, a1) on that axis -> [size - a1, size - a0), masks flipped."""
     out = dict(instances)
+    lo, hi = (1, 3) if axis == -2 else (0, 2)
     boxes = instances["boxes"].clone()
-    boxes[:, 1], boxes[:, 3] = height - instances["boxes"][:, 3], height - instances["boxes"][:, 1]
+    boxes[:, lo], boxes[:, hi] = size - instances["boxes"][:, hi], size - instances["boxes"][:, lo]
     out["boxes"] = boxes
     if "masks" in instances:
-        out["masks"] = instances["masks"].flip(-2)
+        out["masks"] = instances["masks"].flip(axis)
     return out
 
 
@@ -55,19 +62,19 @@ def merge_detections(model: nn.Module, parts: Sequence[dict]) -> dict:
     return merge_instances(parts, det.nms_iou, getattr(det, "max_det", None))
 
 
-def flip_tta_forward(model: nn.Module, batch: Mapping, gate: CascadeGate | None = None) -> dict:
-    """Eval outputs of ``model`` on ``batch`` combined with those of the mirrored batch; with ``gate`` the
-    gated heads' outputs are emptied where the averaged p(any) does not pass it (``gate_passed`` added).
-    Both passes run every head on every slice."""
+def flip_tta_forward(model: nn.Module, batch: Mapping, gate: CascadeGate | None = None, axis: int = -2) -> dict:
+    """Eval outputs of ``model`` on ``batch`` combined with those of the batch mirrored along ``axis``;
+    with ``gate`` the gated heads' outputs are emptied where the averaged p(any) does not pass it
+    (``gate_passed`` added). Both passes run every head on every slice."""
     out = dict(model(batch))
-    flipped = model({**batch, "image": batch["image"].flip(-2)})
+    flipped = model({**batch, "image": batch["image"].flip(axis)})
     for key in ("cls_prob", "seg_prob"):
         if key in out:
-            other = flipped[key].flip(-2) if key == "seg_prob" else flipped[key]
+            other = flipped[key].flip(axis) if key == "seg_prob" else flipped[key]
             out[key] = (out[key] + other) / 2
     if "instances" in out:
-        height = batch["image"].shape[-2]
-        out["instances"] = [merge_detections(model, [a, mirror_rows(b, height)])
+        size = batch["image"].shape[axis]
+        out["instances"] = [merge_detections(model, [a, mirror_instances(b, size, axis)])
                             for a, b in zip(out["instances"], flipped["instances"])]
     if gate is not None and "cls_prob" in out:
         keep = gate.keep(out["cls_prob"][:, 0])
@@ -76,9 +83,10 @@ def flip_tta_forward(model: nn.Module, batch: Mapping, gate: CascadeGate | None 
     return out
 
 
-def eval_forward(model: nn.Module, batch: Mapping, gate: CascadeGate | None = None, flip_tta: bool = False) -> dict:
+def eval_forward(model: nn.Module, batch: Mapping, gate: CascadeGate | None = None, flip_tta: bool = False,
+                 flip_axis: int = -2) -> dict:
     """The eval outputs that evaluation and prediction score: plain (with ``gate``, the gated heads run only
-    on the slices that pass) or ``flip_tta_forward``."""
+    on the slices that pass) or ``flip_tta_forward`` along ``flip_axis`` (``lr_axis`` of the scan kind)."""
     if flip_tta:
-        return flip_tta_forward(model, batch, gate)
+        return flip_tta_forward(model, batch, gate, flip_axis)
     return dict(model(batch) if gate is None else model(batch, gate=gate))
