@@ -17,11 +17,11 @@ from scipy import ndimage
 BONE = 0.98  # brain-window intensity at which bone saturates (display [0, 1])
 
 
-def intracranial_region(gray: np.ndarray, bone: float = BONE) -> np.ndarray | None:
+def intracranial_region(gray: np.ndarray) -> np.ndarray | None:
     """Inside of the skull on a brain-window slice in [0, 1], one pixel in from the bone: the largest
-    soft-tissue component that bone (``gray >= bone``) encloses; None when the slice shows no closed
-    skull (skull base, vertex, a cropped head)."""
-    region = _largest_enclosed(gray, gray >= bone)
+    soft-tissue component that saturated bone (``gray >= BONE``) encloses; None when the slice shows
+    no closed skull (skull base, vertex, a cropped head)."""
+    region = _largest_enclosed(gray, gray >= BONE)
     return None if region is None else ndimage.binary_erosion(region, iterations=1)
 
 
@@ -52,12 +52,19 @@ def intracranial_roi(gray: np.ndarray) -> np.ndarray | None:
 BLEED_ROIS = ("skull", "hyperdense")
 
 
+def check_bleed_roi(kind: str | None) -> str | None:
+    """``kind`` when it names a region of ``BLEED_ROIS`` (or is None), else ValueError."""
+    if kind is not None and kind not in BLEED_ROIS:
+        raise ValueError(f"data.bleed_roi must be one of {BLEED_ROIS} or null, got {kind!r}")
+    return kind
+
+
 def bleed_roi(gray: np.ndarray, kind: str) -> np.ndarray | None:
     """Where a bleed may be (``data.bleed_roi``): ``skull``, the inside of the skull; ``hyperdense``, the
     pixels inside it brighter than its median by a tenth of the slice's range (about 8 HU of a brain
     window), grown by a pixel for the partial-volume edge. None where no closed skull shows."""
-    if kind not in BLEED_ROIS:
-        raise ValueError(f"data.bleed_roi must be one of {BLEED_ROIS} or null, got {kind!r}")
+    if check_bleed_roi(kind) is None:
+        raise ValueError("bleed_roi needs a region name, got None")
     inside = intracranial_roi(gray)
     if inside is None or kind == "skull":
         return inside

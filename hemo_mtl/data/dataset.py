@@ -35,7 +35,7 @@ from ..categories import LABELS, SUBTYPES, UNKNOWN_SUBTYPE
 from .instances import mask_to_instances
 from .io import VolumeCache, read_slice
 from .manifest import parse_spacing, read_manifest
-from .anatomy import BLEED_ROIS, bleed_roi
+from .anatomy import bleed_roi, check_bleed_roi
 from .protocol_transforms import build_extra_transforms
 from .transforms import HUJitter, build_transforms
 from .windowing import stack_windows
@@ -69,9 +69,7 @@ class HemorrhageDataset(Dataset):
             if missing:
                 raise ValueError(f"patients not in the manifest: {sorted(missing)[:10]}")
         self.context_slices = int(context_slices)
-        self.bleed_roi = bleed_roi
-        if bleed_roi is not None and bleed_roi not in BLEED_ROIS:
-            raise ValueError(f"data.bleed_roi must be one of {BLEED_ROIS} or null, got {bleed_roi!r}")
+        self.bleed_roi = check_bleed_roi(bleed_roi)
         if self.context_slices:  # neighbours from all the study's rows, before any label filter
             frame = with_context_refs(frame, self.context_slices)
         if label_depth is not None:
@@ -81,8 +79,10 @@ class HemorrhageDataset(Dataset):
         self.windows = tuple([windows] if isinstance(windows, str) else windows)
         self.image_size = image_size
         self.train = train
-        display = bool((self.frame["kind"] == "display").any())
-        self.transform = transform or build_transforms(augment, train=train, image_size=image_size, display=display)
+        # "display" when any row is an 8-bit rendering (JPG/PNG): its augmentation and left-right axis differ
+        self.kind = "display" if bool((self.frame["kind"] == "display").any()) else "hu"
+        self.transform = transform or build_transforms(augment, train=train, image_size=image_size,
+                                                       display=self.kind == "display")
         self.hu_jitter = HUJitter.from_config(augment) if train and (augment or {}).get("enabled", True) else None
         self.cache = VolumeCache(cache_bytes)
         self.seed = seed

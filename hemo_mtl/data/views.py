@@ -68,6 +68,10 @@ class DatasetView(Dataset):
         return self.base.has_table.iloc[self.index].reset_index(drop=True)
 
     @property
+    def kind(self) -> str:
+        return self.base.kind
+
+    @property
     def frame(self) -> pd.DataFrame:
         return self.base.frame.iloc[self.index].reset_index(drop=True)
 

@@ -39,15 +39,6 @@ def _slice(batch: Mapping, i: int) -> dict:
     return sample
 
 
-def dataset_kind(loader) -> str:
-    """"display" when the loader's dataset (through views) holds display images, else "hu"."""
-    dataset = getattr(loader, "dataset", None)
-    while dataset is not None and not hasattr(dataset, "frame"):
-        dataset = getattr(dataset, "base", None) or getattr(dataset, "dataset", None)
-    frame = getattr(dataset, "frame", None)
-    return "display" if frame is not None and "kind" in frame and (frame["kind"] == "display").any() else "hu"
-
-
 def _pred(outputs: Mapping, i: int) -> dict:
     pred: dict[str, Any] = {}
     if "seg_prob" in outputs:
@@ -70,7 +61,7 @@ def run_inference(model: nn.Module, loader: Iterable, evaluator, device: torch.d
         set_active_heads(model, heads)
     if evaluator is not None:
         evaluator.reset()
-    flip_axis = lr_axis(dataset_kind(loader))
+    flip_axis = lr_axis(getattr(getattr(loader, "dataset", None), "kind", "hu"))  # HemorrhageDataset.kind
     p_all, y_all, lesions = [], [], []
     positives: list[torch.Tensor] = []
     others: list[torch.Tensor] = []

@@ -99,6 +99,10 @@ def test_flip_lr_of_a_display_image_mirrors_its_columns(tmp_path):
     plain = HemorrhageDataset(frame, image_size=64)[0]["image"]
     flipped = HemorrhageDataset(frame, image_size=64, train=True, augment=aug)[0]["image"]
     assert torch.equal(flipped, plain.flip(-1))
+    from hemo_mtl.data.views import DatasetView
+
+    base = HemorrhageDataset(frame, image_size=64)
+    assert base.kind == "display" and DatasetView(base, [0]).kind == "display"  # what flip TTA mirrors by
     # the 8-bit slice / 255, mirrored (no resize at 64 px: exact up to the float32 division)
     torch.testing.assert_close(flipped[0], torch.from_numpy(img[:, ::-1] / 255.0).float(), rtol=0, atol=1e-6)
 

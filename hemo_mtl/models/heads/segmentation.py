@@ -138,17 +138,15 @@ class SemanticSegHead(nn.Module):
         target = batch["cls"].to(device)[keep][:, :labels].to(z.dtype)
         valid = batch["cls_valid"].to(device)[keep][:, :labels].to(z.dtype)
         k = max(1, int(round(self.weak_topk * z.shape[2])))
-        if roi is None:
+        if roi is None:  # no region: the bleed may be anywhere, nothing is outside
             return masked_bce_with_logits(z.topk(k, dim=2).values.mean(dim=2), target, valid)
         roi = roi.to(device)[keep].flatten(1)
         top = z.masked_fill(~roi[:, None], float("-inf")).topk(k, dim=2).values
         found = torch.isfinite(top)  # a roi smaller than k pixels pools what it has
         pooled = top.masked_fill(~found, 0.0).sum(2) / found.sum(2).clamp(min=1)
-        loss = masked_bce_with_logits(pooled, target, valid)
-        outside = ~roi
-        if bool(outside.any()):
-            loss = loss + (F.softplus(bleed) * outside).sum() / outside.sum()
-        return loss
+        outside = ~roi  # (B, HW); not empty: a roi is the inside of a skull that leaves room around it
+        background = (F.softplus(bleed) * outside).sum() / outside.sum().clamp(min=1)
+        return masked_bce_with_logits(pooled, target, valid) + background
 
     def mask_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         keep = batch["has"]["mask"].to(logits.device).bool()
