@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 
 BONE = 0.98  # brain-window intensity at which bone saturates (display [0, 1])
 
@@ -27,13 +28,17 @@ def intracranial_region(gray: np.ndarray) -> np.ndarray | None:
 
 def _largest_enclosed(gray: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
     """The largest soft-tissue component the ``ring`` encloses; None below 2% of the slice."""
-    inside = ndimage.binary_fill_holes(ring) & ~ring & (gray > 0.05)
+    return _largest_component(ndimage.binary_fill_holes(ring) & ~ring & (gray > 0.05), gray.size)
+
+
+def _largest_component(inside: np.ndarray, area: int) -> np.ndarray | None:
+    """The largest connected component of ``inside``; None below 2% of ``area`` pixels."""
     labels, n = ndimage.label(inside)
     if n == 0:
         return None
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
     region = labels == (1 + int(np.argmax(sizes)))
-    return None if region.sum() < 0.02 * gray.size else region
+    return None if region.sum() < 0.02 * area else region
 
 
 def intracranial_roi(gray: np.ndarray) -> np.ndarray | None:
@@ -41,12 +46,27 @@ def intracranial_roi(gray: np.ndarray) -> np.ndarray | None:
     no closed skull shows. Bone is the top 5% of the slice's range (blood sits at 60-85% of a brain
     window), so brightness/contrast augmentation, which moves the saturated level, does not lose it;
     one closing bridges a thin skull that resizing and rotation left unsaturated in places. No
-    erosion: a subdural bleed lies against the inner table."""
+    erosion: a subdural bleed lies against the inner table. Where the ring stays open (about half
+    of the slices: thin frontal bone, the skull base's foramina and sinuses) the convex hull of the
+    largest bone piece closes it; on a skull-base slice that piece may be the face, so the region is
+    then only roughly the cranial cavity."""
     low, high = float(gray.min()), float(gray.max())
     if high - low < 0.5:
         return None
     ring = ndimage.binary_closing(gray >= high - 0.05 * (high - low), iterations=1, border_value=0)
-    return _largest_enclosed(gray, ring)
+    region = _largest_enclosed(gray, ring)
+    return region if region is not None else _inside_hull(gray, ring)
+
+
+def _inside_hull(gray: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
+    """The largest soft-tissue component inside the convex hull of the ring's largest piece; None
+    below 2% of the slice."""
+    pieces, n = ndimage.label(ring)
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(np.ones_like(pieces), pieces, index=np.arange(1, n + 1))
+    hull = convex_hull_image(pieces == (1 + int(np.argmax(sizes))))
+    return _largest_component(hull & ~ring & (gray > 0.05), gray.size)
 
 
 BLEED_ROIS = ("skull", "hyperdense")

@@ -17,6 +17,12 @@ Slices with slice labels but no mask (most of a real release) teach the segmente
 subtype, against background) of the slice's top ``weak_topk`` share of pixels is scored by BCE against
 its label, so a subdural slice must light up as subdural somewhere and a normal slice nowhere (top-k
 pooling of a segmentation map as in weakly supervised segmentation from image labels).
+``pseudo_weight`` > 0 gives those slices a mask instead: a no-bleed slice is all background (exact,
+by its label), a bleed slice's ``roi`` (``data.bleed_roi: hyperdense``, the pixels inside the skull
+denser than brain) is its bleed, of the slice's subtype when it has one, else of unknown subtype, and
+the mask loss scores it. Acute blood is hyperdense, so this is an intensity prior turned into noisy
+dense labels (as in self-training from thresholded pseudo-masks); calcifications and the falx are
+hyperdense too, and the no-bleed slices, which carry them without a bleed, teach them apart.
 """
 from __future__ import annotations
 
@@ -73,11 +79,13 @@ class SemanticSegHead(nn.Module):
                               "multiclass: and each subtype) against the labels (multiple-instance learning); 0 = off"),
         "weak_topk": K(0.01, "share of a slice's pixels the weak loss pools (about a small bleed's area)",
                        range=OPEN_FRACTION),
+        "pseudo_weight": K(0.0, "slices with slice labels but no mask: a no-bleed slice all background, a bleed "
+                                "slice's data.bleed_roi (hyperdense) its bleed, scored by the mask loss; 0 = off"),
     }
 
     def _init_loss(self, mode: str, ce_weight: float = 1.0, dice_weight: float = 1.0,
                    dice_include_background: bool = False, any_dice_weight: float = 1.0, class_weight=None,
-                   weak_weight: float = 0.0, weak_topk: float = 0.01) -> None:
+                   weak_weight: float = 0.0, weak_topk: float = 0.01, pseudo_weight: float = 0.0) -> None:
         """The loss keys of ``LOSS_SCHEMA`` (each head passes them through as ``**loss``)."""
         if mode not in ("multiclass", "binary"):
             raise ValueError(f"heads.seg.mode must be 'multiclass' or 'binary', got {mode!r}")
@@ -95,7 +103,9 @@ class SemanticSegHead(nn.Module):
         self.dice_include_background = bool(dice_include_background)
         self.any_dice_weight = float(any_dice_weight) if self.mode == "multiclass" else 0.0
         self.weak_weight, self.weak_topk = float(weak_weight), float(weak_topk)
-        self.loss_names = ("loss_seg", "loss_seg_weak") if self.weak_weight else ("loss_seg",)
+        self.pseudo_weight = float(pseudo_weight)
+        self.loss_names = ("loss_seg",) + (("loss_seg_weak",) if self.weak_weight else ()) \
+            + (("loss_seg_pseudo",) if self.pseudo_weight else ())
 
     def logits(self, feats, image: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -108,6 +118,8 @@ class SemanticSegHead(nn.Module):
         out = {"loss_seg": self.mask_loss(logits, batch)}
         if self.weak_weight:
             out["loss_seg_weak"] = self.weak_weight * self.weak_loss(logits, batch)
+        if self.pseudo_weight:
+            out["loss_seg_pseudo"] = self.pseudo_weight * self.pseudo_loss(logits, batch)
         return out
 
     @staticmethod
@@ -148,11 +160,39 @@ class SemanticSegHead(nn.Module):
         background = (F.softplus(bleed) * outside).sum() / outside.sum().clamp(min=1)
         return masked_bce_with_logits(pooled, target, valid) + background
 
+    def pseudo_masks(self, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keep (B,), masks (B, H, W)) of the unmasked slices with a known ``any`` label: all
+        background without a bleed; with one, ``roi`` is bleed, of the slice's one positive subtype
+        when all five labels are known and exactly one is positive, else ``UNKNOWN_SUBTYPE``. A bleed
+        slice without a roi (no skull found) is left out."""
+        roi = batch.get("roi")
+        if roi is None:
+            raise ValueError("heads.seg.pseudo_weight needs data.bleed_roi (hyperdense) for the bleed slices' masks")
+        cls, valid = batch["cls"].to(device), batch["cls_valid"].to(device).bool()
+        bleed = cls[:, 0] > 0.5
+        keep = (batch["has"]["cls"].to(device).bool() & valid[:, 0] & ~batch["has"]["mask"].to(device).bool()
+                & (~bleed | batch["has"]["roi"].to(device).bool()))
+        subtypes = cls[:, 1:] > 0.5
+        single = valid[:, 1:].all(dim=1) & (subtypes.sum(dim=1) == 1)
+        unknown = torch.full_like(bleed, UNKNOWN_SUBTYPE, dtype=torch.long)
+        code = torch.where(single, subtypes.float().argmax(dim=1) + 1, unknown) * bleed.long()
+        masks = roi.to(device).long() * code[:, None, None]
+        return keep, masks
+
+    def pseudo_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        keep, masks = self.pseudo_masks(batch, logits.device)
+        if not bool(keep.any()):
+            return zero_loss(logits)
+        return self.dense_loss(logits[keep], self.target(masks[keep]))
+
     def mask_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         keep = batch["has"]["mask"].to(logits.device).bool()
         if not bool(keep.any()):
             return zero_loss(logits)
-        logits, target = logits[keep], self.target(batch["mask"].to(logits.device)[keep])
+        return self.dense_loss(logits[keep], self.target(batch["mask"].to(logits.device)[keep]))
+
+    def dense_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """CE + per-subtype soft Dice (+ the any-bleed Dice) of (N, K, H, W) logits against a mask."""
         unknown = target == UNKNOWN_SUBTYPE  # none in binary mode: there it is just bleed
         total = self.ce_weight * subtype_partial_cross_entropy(logits, target, UNKNOWN_SUBTYPE, self.class_weight)
         prob = logits.softmax(dim=1)

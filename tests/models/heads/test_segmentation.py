@@ -214,3 +214,41 @@ def test_weak_loss_with_a_roi_pools_inside_it_and_calls_the_outside_background(t
     assert loss.item() == pytest.approx(bce + background, rel=1e-9)
     loss.backward()
     assert torch.all(logits.grad[2] == 0)
+
+
+def test_pseudo_loss_is_the_mask_loss_of_the_roi_as_bleed_and_of_no_bleed_slices_as_background(trunk):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, channels=16, pseudo_weight=0.5)
+    assert head.loss_names == ("loss_seg", "loss_seg_pseudo")
+    logits = torch.randn(6, 6, 64, 48, dtype=torch.float64, requires_grad=True)
+    roi = torch.zeros(6, 64, 48, dtype=torch.bool)
+    roi[:, 20:30, 10:25] = True
+    sdh, sdh_iph = [1.0, 0, 1, 0, 0, 0], [1.0, 0, 1, 0, 1, 0]
+    batch = {"image": image, "mask": torch.zeros(6, 64, 48, dtype=torch.long), "roi": roi,
+             "cls": torch.tensor([[0.0] * 6, sdh, sdh_iph, sdh, sdh, [0.0] * 6]),
+             "cls_valid": torch.tensor([[1.0] * 6] * 5 + [[0.0] * 6]),
+             "has": {"mask": torch.tensor([False, False, False, True, False, False]),
+                     "cls": torch.ones(6, dtype=torch.bool),
+                     "roi": torch.tensor([False, True, True, True, False, True])}}
+    loss = head.loss(logits, batch)["loss_seg_pseudo"]
+    # by hand: 0 no bleed (background with or without a skull), 1 one subtype (SDH = 2), 2 two subtypes
+    # (unknown); 3 has a real mask, 4 a bleed without a roi, 5 no known label: left out
+    keep = [0, 1, 2]
+    masks = torch.zeros(3, 64, 48, dtype=torch.long)
+    masks[1][roi[1]] = 2
+    masks[2][roi[2]] = UNKNOWN
+    as_masks = {"image": image, "mask": masks, "has": {"mask": torch.ones(3, dtype=torch.bool)}}
+    reference = head.mask_loss(logits[keep].detach(), as_masks)
+    assert loss.item() == pytest.approx(0.5 * reference.item(), rel=1e-9)
+    loss.backward()
+    assert torch.all(logits.grad[3:] == 0) and torch.all(logits.grad[:3].abs().sum((1, 2, 3)) > 0)
+
+
+def test_pseudo_loss_needs_a_roi(trunk):
+    backbone, f, image = trunk
+    head = SegmentationHead(backbone, mode="binary", channels=16, pseudo_weight=1.0)
+    batch = {"image": image, "mask": torch.zeros(3, 64, 48, dtype=torch.long), "cls": torch.zeros(3, 6),
+             "cls_valid": torch.ones(3, 6), "has": {"mask": torch.zeros(3, dtype=torch.bool),
+                                                    "cls": torch.ones(3, dtype=torch.bool)}}
+    with pytest.raises(ValueError, match="data.bleed_roi"):
+        head.loss(head.logits(f, image), batch)
