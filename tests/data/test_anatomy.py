@@ -81,10 +81,12 @@ def test_dataset_roi_is_aligned_with_the_augmented_slice(tmp_path):
     assert "roi" not in HemorrhageDataset(frame, image_size=96)[0]  # off by default
 
 
-def test_hyperdense_roi_is_the_dense_pixels_inside_the_skull_grown_by_one():
+def test_hyperdense_roi_is_the_dense_pixels_off_the_bone_grown_by_one():
     img, brain = _head()
     blob = np.hypot(*(np.indices(img.shape) - np.array([40, 56])[:, None, None])) < 5
     img[blob] = 0.75  # blood against brain at 0.4
+    edge = brain & ~ndimage.binary_erosion(brain, iterations=2)  # 96 px: a rim of 2 px off the bone
+    img[edge & (np.indices(img.shape)[0] > 60)] = 0.75  # the inner table's partial-volume edge: as bright
     roi = bleed_roi(img, "hyperdense")
     assert np.array_equal(roi, ndimage.binary_dilation(blob, iterations=1) & brain)
     assert np.array_equal(bleed_roi(img, "skull"), brain)
