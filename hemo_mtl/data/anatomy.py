@@ -28,17 +28,18 @@ def intracranial_region(gray: np.ndarray) -> np.ndarray | None:
 
 def _largest_enclosed(gray: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
     """The largest soft-tissue component the ``ring`` encloses; None below 2% of the slice."""
-    return _largest_component(ndimage.binary_fill_holes(ring) & ~ring & (gray > 0.05), gray.size)
+    inside = ndimage.binary_fill_holes(ring) & ~ring & (gray > 0.05)
+    return _largest_component(inside, min_pixels=0.02 * gray.size)
 
 
-def _largest_component(inside: np.ndarray, area: int) -> np.ndarray | None:
-    """The largest connected component of ``inside``; None below 2% of ``area`` pixels."""
-    labels, n = ndimage.label(inside)
+def _largest_component(mask: np.ndarray, min_pixels: float = 0.0) -> np.ndarray | None:
+    """The largest connected component of ``mask``; None when it has none or it is below ``min_pixels``."""
+    labels, n = ndimage.label(mask)
     if n == 0:
         return None
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
     region = labels == (1 + int(np.argmax(sizes)))
-    return None if region.sum() < 0.02 * area else region
+    return None if region.sum() < min_pixels else region
 
 
 def intracranial_roi(gray: np.ndarray) -> np.ndarray | None:
@@ -61,12 +62,10 @@ def intracranial_roi(gray: np.ndarray) -> np.ndarray | None:
 def _inside_hull(gray: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
     """The largest soft-tissue component inside the convex hull of the ring's largest piece; None
     below 2% of the slice."""
-    pieces, n = ndimage.label(ring)
-    if n == 0:
+    bone = _largest_component(ring)
+    if bone is None:
         return None
-    sizes = ndimage.sum_labels(np.ones_like(pieces), pieces, index=np.arange(1, n + 1))
-    hull = convex_hull_image(pieces == (1 + int(np.argmax(sizes))))
-    return _largest_component(hull & ~ring & (gray > 0.05), gray.size)
+    return _largest_component(convex_hull_image(bone) & ~ring & (gray > 0.05), min_pixels=0.02 * gray.size)
 
 
 BLEED_ROIS = ("skull", "hyperdense")
