@@ -226,13 +226,35 @@ def resolve(cfg: Mapping, schema: Mapping | None = None) -> dict:
     validate(out, schema, origin="resolved config")
     in_chans = out["model"]["backbone"]["in_chans"]
     context, windows = out["data"]["context_slices"], len(out["data"]["windows"])
-    if in_chans != windows * (2 * context + 1):
+    prior = out["model"]["input_prior"]
+    if in_chans != windows * (2 * context + 1) + bool(prior["kind"]):
         raise ConfigError(
             f"model.backbone.in_chans={in_chans} but data.windows has {windows} window(s) "
             f"{out['data']['windows']} and data.context_slices={context}: the input has windows x (2 x "
             f"context_slices + 1) = {windows * (2 * context + 1)} channel(s)"
+            + (", + 1 for model.input_prior" if prior["kind"] else "")
         )
+    if prior["kind"]:
+        check_input_prior(prior, out["data"])
     return out
+
+
+def check_input_prior(prior: Mapping, data: Mapping) -> None:
+    """``model.input_prior`` reads a brain-window slice (``anatomy``'s thresholds are brain-window
+    levels): the first window must be brain, and ``channel`` its centre slice."""
+    from .data.anatomy import check_bleed_roi
+    from .data.windowing import WINDOWS, parse_window
+
+    try:
+        check_bleed_roi(prior["kind"])
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("data.bleed_roi", "model.input_prior.kind")) from None
+    if parse_window(data["windows"][0]) != WINDOWS["brain"]:
+        raise ConfigError(f"model.input_prior reads the brain window, but data.windows starts with "
+                          f"{data['windows'][0]!r}: put brain first")
+    if prior["channel"] != data["context_slices"]:
+        raise ConfigError(f"model.input_prior.channel={prior['channel']} but the brain window's centre slice is "
+                          f"channel {data['context_slices']} (data.context_slices)")
 
 
 def deep_merge(base: dict, update: Mapping) -> dict:

@@ -65,6 +65,9 @@ def export_checkpoint(weights, fmt: str, out_dir, force: bool = False) -> Export
     if not force and (path.exists() or sidecar_path(path).exists()):
         raise ExportError(f"{path}: already exists; pass --force to replace it")
     model, state = load_model(weights, "cpu")
+    if getattr(model, "input_prior", None) is not None:
+        raise ExportError(f"{weights}: the model computes its model.input_prior channel with SciPy, which no "
+                          f"exported graph holds; predict with the checkpoint itself")
     config, cascade = state["config"], dict(state.get("cascade") or {})
     example = example_input(config)
     expected = int(model.cfg["backbone"]["in_chans"])

@@ -14,10 +14,11 @@ from hemo_mtl.config_schema import HeadTypes, K, check, defaults_of, fill
 from hemo_mtl.registry import HEADS
 
 from . import heads as _heads  # noqa: F401  (registers the head types)
+from .input_prior import INPUT_PRIOR_SCHEMA
 
 BACKBONE_SCHEMA = {
     "name": K("resnet18", "a BACKBONES name, or timm/<model> for any timm features_only model"),
-    "in_chans": K(1, "input channels = len(data.windows) x (2 x data.context_slices + 1)"),
+    "in_chans": K(1, "input channels = len(data.windows) x (2 x data.context_slices + 1), + 1 with model.input_prior"),
     "weights": K(None, "local file only (.pth state dict, or timm's .safetensors/.pth); null = random init", "str"),
     "fpn_channels": K(128),
     "kwargs": K({}, "passed to the torchvision/timm constructor (e.g. img_size for swinv2)"),
@@ -35,6 +36,7 @@ LOSS_SCHEMA = {
 }
 MODEL_SCHEMA = {
     "backbone": BACKBONE_SCHEMA,
+    "input_prior": INPUT_PRIOR_SCHEMA,
     "heads": K({key: HEAD_DEFAULTS[kind] for key, kind in DEFAULT_HEAD_TYPES.items()},
                "the heads to build, by name; each section's `type` picks its keys", "heads", items=HEAD_TYPES),
     "loss": LOSS_SCHEMA,

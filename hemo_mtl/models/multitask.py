@@ -19,14 +19,17 @@ from hemo_mtl.registry import HEADS
 from .backbones import build_backbone
 from .defaults import resolve_model_cfg
 from .gating import CascadeGate, empty_instances, scatter_outputs, select_features
+from .input_prior import InputPrior
 from .losses import CONSISTENCY_KEY, build_balancer, consistency_loss
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module], consistency: float = 0.0):
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module], consistency: float = 0.0,
+                 input_prior: InputPrior | None = None):
         super().__init__()
         if not heads:
             raise ValueError("MultiTaskModel needs at least one head")
+        self.input_prior = input_prior  # appends a non-learned channel to the input (model.input_prior)
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
         self.consistency = float(consistency)
@@ -63,6 +66,8 @@ class MultiTaskModel(nn.Module):
         the slices it keeps (``gating``), and ``gate_passed`` says which."""
         active = [k for k in self.heads if k in self._active]
         with_fpn = any(self.heads[k].uses_fpn for k in active)
+        if self.input_prior is not None:  # the heads that look at the image see the channel too
+            batch = {**batch, "image": self.input_prior(batch["image"])}
         feats = self.backbone(batch["image"], with_fpn=with_fpn)
         gated = [k for k in active if gate is not None and self.heads[k].task in gate.heads]
         if gated and self.training:
@@ -108,7 +113,9 @@ def build_model(model_cfg: dict | None = None) -> MultiTaskModel:
     cfg = resolve_model_cfg(model_cfg)
     backbone = build_backbone(cfg["backbone"])
     heads = {key: HEADS.build(section["type"], backbone, **section) for key, section in cfg["heads"].items()}
-    model = MultiTaskModel(backbone, heads, consistency=cfg["loss"]["consistency"])
+    prior = cfg["input_prior"]
+    model = MultiTaskModel(backbone, heads, consistency=cfg["loss"]["consistency"],
+                           input_prior=InputPrior(prior["kind"], prior["channel"]) if prior["kind"] else None)
     model.balancer = build_balancer(cfg["loss"], model.loss_tasks)
     model.cfg = cfg
     return model
