@@ -199,7 +199,7 @@ class Predictor:
         self.config_sha256 = sha256_config(config)
         if self.options.saliency:
             self.check_saliency()
-        if self.options.sliding_window and (self.config["model"].get("input_prior") or {}).get("kind"):
+        if self.options.sliding_window and ((self.config.get("model") or {}).get("input_prior") or {}).get("kind"):
             raise DataError("the sliding window's patches do not show the whole skull that model.input_prior's "
                             "channel is computed from: predict whole slices")
 
