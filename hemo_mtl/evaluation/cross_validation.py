@@ -166,11 +166,17 @@ def summarise(per_fold: Sequence[Mapping[str, float]]) -> dict[str, dict[str, fl
 
 
 def pooled_figures(predictions: pd.DataFrame) -> dict[str, float]:
-    """Slice AUC and 0.5-threshold figures over every patient's out-of-fold (test-role) prediction."""
+    """Slice AUC and 0.5-threshold figures over every patient's out-of-fold (test-role) prediction, and
+    the patient AUC of their max slice p(any): a fold holds too few patients for an AUC of its own, and
+    a classifier that only ranks the slices within each patient has a high slice AUC but not this one."""
     test = predictions[predictions["role"] == "test"]
-    y_true, y_prob, valid, _ = _arrays(test)
+    arrays = _arrays(test)
+    y_true, y_prob, valid, _ = arrays
     m = binary_metrics(y_true[valid[:, ANY], ANY], y_prob[valid[:, ANY], ANY], 0.5)
-    return {f"pooled/slice/{k}": float(m[k]) for k in SLICE_KEYS}
+    out = {f"pooled/slice/{k}": float(m[k]) for k in SLICE_KEYS}
+    _, pt, pp, pv = aggregate_by_patient(*arrays, how="max")
+    out["pooled/patient/auc"] = float(binary_metrics(pt[pv[:, ANY], ANY], pp[pv[:, ANY], ANY], 0.5)["auc"])
+    return out
 
 
 def seg_by_patient(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -217,6 +223,9 @@ def report_markdown(results: Mapping) -> str:
     pooled = results.get("pooled") or {}
     if "pooled/slice/auc" in pooled:
         lines.append(f"| slice AUC, all out-of-fold predictions pooled | {pooled['pooled/slice/auc']:.3f} |")
+    if "pooled/patient/auc" in pooled:
+        lines.append(f"| patient AUC (max slice p(any)), all out-of-fold patients pooled | "
+                     f"{pooled['pooled/patient/auc']:.3f} |")
     seg = results.get("seg_by_patient") or {}
     if seg:
         lines += ["", "| patient held out | bleed slices | Dice | IoU | Dice per slice | empty slices | "

@@ -46,6 +46,16 @@ def test_fold_figures_match_sklearn_and_hand_counts():
     assert got["patient/normal_flagged"] == ((score >= 0.5) & (truth == 0)).sum()
 
 
+def test_pooled_figures_match_sklearn_over_slices_and_patient_maxima():
+    rng = np.random.default_rng(1)
+    test = _table(rng, [("t1", 1), ("t2", 0), ("t3", 0), ("t4", 1), ("t5", 1)], "test")
+    val = _table(rng, [("v1", 1), ("v2", 0)], "val")  # left out: pooled figures are the test roles only
+    got = cv.pooled_figures(pd.concat([test, val], ignore_index=True))
+    assert got["pooled/slice/auc"] == pytest.approx(roc_auc_score(test["any"], test["p_any"]), abs=1e-12)
+    patients = test.groupby("patient_id").agg(y=("any", "max"), p=("p_any", "max"))
+    assert got["pooled/patient/auc"] == pytest.approx(roc_auc_score(patients["y"], patients["p"]), abs=1e-12)
+
+
 def test_segmentation_figures_by_hand():
     rows = pd.DataFrame([
         # masked bleed slices: pooled Dice = 2*(8+2) / (2*10 + 2+1 + 0+3) = 20/26

@@ -6,7 +6,7 @@ from hemo_mtl.models import HEAD_DEFAULTS, MODEL_DEFAULTS, resolve_model_cfg
 
 
 def test_defaults_cover_every_section_and_build():
-    assert set(MODEL_DEFAULTS) == {"backbone", "heads", "loss"}
+    assert set(MODEL_DEFAULTS) == {"backbone", "heads", "loss", "input_prior"}
     assert set(MODEL_DEFAULTS["heads"]) == {"cls", "seg", "det"}
     assert MODEL_DEFAULTS["heads"]["det"]["type"] == "rcnn"
     assert resolve_model_cfg(None) == MODEL_DEFAULTS
@@ -26,7 +26,7 @@ def test_partial_sections_are_filled_and_heads_chosen():
     ({"heads": {"aux": {}}}, r"model\.heads\.aux names no 'type'"),
     ({"heads": {"det": {"type": "detr"}}}, r"unknown head type 'detr'"),
     ({"loss": {"pcgrad": "yes"}}, r"model\.loss\.pcgrad must be bool"),
-    ({"optimizer": {}}, r"unknown config key 'model\.optimizer'; known keys here: backbone, heads, loss"),
+    ({"optimizer": {}}, r"unknown config key 'model\.optimizer'; known keys here: backbone, input_prior, heads, loss"),
     ({"heads": {"cls": None, "seg": None, "det": None}}, r"model\.heads: at least one head is needed"),
 ])
 def test_bad_config_names_the_key(cfg, match):

@@ -39,8 +39,13 @@ def test_channel_is_the_dense_region_of_the_chosen_slice_and_zero_without_a_skul
     assert np.array_equal(InputPrior("skull", channel=1)(x)[0, 2].numpy(), brain.astype(np.float32))
 
 
+PRIOR_OFF = ["model.input_prior.kind=null", "model.backbone.in_chans=3", "model.heads.seg.pseudo_weight=0.0",
+             "data.bleed_roi=null"]
+
+
 def _config(tmp_path, *overrides):
-    return load_config(REPO / "configs" / "real" / "ctich_jpg.yaml", ["data.root=null", *overrides])
+    """The real-CT recipe with its input prior and pseudo-masks off, then ``overrides``."""
+    return load_config(REPO / "configs" / "real" / "ctich_jpg.yaml", ["data.root=null", *PRIOR_OFF, *overrides])
 
 
 def test_model_sees_the_extra_channel_in_training_and_eval(tmp_path, batch_fn):
