@@ -1,7 +1,9 @@
 """Connected lesions of a label mask: the one labelling that every instance, lesion and count comes from.
 
-A lesion is a connected component of one subtype (a touching EDH and SDH are two lesions; voxels of
-unknown subtype form none, since a lesion needs its category). The caller picks the connectivity by
+A lesion is a connected component of one subtype (a touching EDH and SDH are two lesions). Voxels of
+unknown subtype form none by default, since a training instance or a ground-truth lesion needs its
+category; predictions (``inference.postprocess``) pass ``labels=MASK_LABELS``, so the bleed of a
+binary segmentation head (``UNKNOWN_SUBTYPE``) is a lesion of unknown subtype. The caller picks the connectivity by
 its neighbour count: 4 or 8 in a 2D slice, 6, 18 or 26 in a 3D (X, Y, Z) volume. The callers and
 their rules:
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .categories import SUBTYPES
+from .categories import CATEGORY_NAMES
 
 # neighbour count -> scipy's connectivity rank (generate_binary_structure), per number of dimensions
 _RANKS = {2: {4: 1, 8: 2}, 3: {6: 1, 18: 2, 26: 3}}
@@ -55,11 +57,13 @@ def nonzero_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     return tuple(slice(max(int(h[0]) - margin, 0), min(int(h[-1]) + 1 + margin, n)) for h, n in zip(hits, mask.shape))
 
 
-def connected_lesions(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, list[int]]:
-    """Connected components per subtype of a 2D or 3D label mask (0 background, 1..5 subtypes).
+def connected_lesions(mask: np.ndarray, connectivity: int,
+                      labels: tuple[int, ...] = tuple(CATEGORY_NAMES)) -> tuple[np.ndarray, list[int]]:
+    """Connected components per label of a 2D or 3D label mask (0 background, 1..5 subtypes, 6 unknown
+    subtype); only the mask values in ``labels`` (by default the subtypes 1..5) form lesions.
 
-    Returns (ids: int32 shaped like ``mask``, 0 = none, lesions numbered 1..N subtype by subtype and
-    within a subtype in ``scipy.ndimage.label``'s raster order; the subtype id 1..5 of each lesion).
+    Returns (ids: int32 shaped like ``mask``, 0 = none, lesions numbered 1..N label by label and
+    within a label in ``scipy.ndimage.label``'s raster order; the mask value of each lesion).
     ``ndimage.find_objects(ids)`` gives their boxes, ``np.bincount(ids.ravel())`` their sizes."""
     mask = np.asarray(mask)
     element = structure(mask.ndim, connectivity)
@@ -70,7 +74,7 @@ def connected_lesions(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, 
         return ids, subtypes
     part = mask[box]
     part_ids = ids[box]  # a view: written in place
-    for label in range(1, len(SUBTYPES) + 1):
+    for label in labels:
         binary = part == label
         if not binary.any():
             continue

@@ -109,3 +109,16 @@ def test_training_instances_come_in_the_export_s_order(seed):
     assert [(b, int(c)) for b, c in zip(boxes.tolist(), labels)] == \
         [([x, y, x + w, y + h], i["category_id"]) for (x, y, w, h), i in ((i["bbox"], i) for i in coco)]
     assert all(np.array_equal(m.astype(bool), i["mask"]) for m, i in zip(masks, coco))
+
+
+def test_labels_choose_which_values_form_lesions():
+    from hemo_mtl.categories import MASK_LABELS
+
+    mask = _random_mask((16, 14, 6), 5)
+    ids, found = connected_lesions(mask, 26, MASK_LABELS)
+    default_ids, default_found = connected_lesions(mask, 26)
+    assert found[:len(default_found)] == default_found  # the subtypes first, numbered as by default
+    assert np.array_equal(np.where(mask == UNKNOWN_SUBTYPE, 0, ids), default_ids)
+    reference = sk_label(mask == UNKNOWN_SUBTYPE, connectivity=3)
+    mine = np.where(mask == UNKNOWN_SUBTYPE, ids, 0)
+    assert _partition(mine) == _partition(reference) and found.count(UNKNOWN_SUBTYPE) == reference.max() > 0

@@ -11,7 +11,8 @@
 --input is a NIfTI file, a DICOM series folder, a folder of PNG/JPG slices, or a folder holding any
 of these (one scan per NIfTI file / sub-folder). Per scan, OUT/<scan name>/ gets slices.csv,
 summary.json, mask.nii.gz (input shape + affine; image folders: masks/*.png), detections.json (COCO
-results, image_id = slice index + 1), lesions.csv (one row per 3D lesion) and overlay.png (docs/predictions.md
+results, image_id = slice index + 1), lesions.csv (one row per 3D lesion; a binary segmentation head's
+bleed is mask value 6, named ICH: intracranial hemorrhage, subtype unknown) and overlay.png (docs/predictions.md
 tells how to read them; --dicom-seg: seg.dcm on DICOM series inputs; --save-probabilities: probability and
 uncertainty maps; --saliency: saliency.nii.gz); OUT/summary.csv has one row per
 scan. Scan names are the file names without .nii/.nii.gz, or the whole file name where two would be equal
@@ -73,7 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--flip-tta", action="store_true", help="add the left-right mirrored pass: probabilities averaged, detections merged by NMS")
     p.add_argument("--no-calibration", action="store_true", help="ignore the checkpoint's temperature scaling")
     p.add_argument("--save-probabilities", action="store_true",
-                   help="also write probabilities.nii.gz (per-subtype, 4th dim) and, with --flip-tta or several "
+                   help="also write probabilities.nii.gz (4th dim: one channel per segmentation class but "
+                        "background: P(EDH)..P(IVH), or P(bleed) for a binary head) and, with --flip-tta or several "
                         "--weights, uncertainty.nii.gz (image folders: probabilities/*.npz)")
     p.add_argument("--saliency", action="store_true",
                    help="also write saliency.nii.gz, Grad-CAM of the classifier's p(any) (image folders: "

@@ -19,6 +19,7 @@ from converters.rle import encode_masks
 from pycocotools import mask as mask_utils
 
 from ..categories import coco_categories
+from ..inference.geometry import label_map
 from .classification import classification_metrics
 from .detection import coco_metrics, froc_2d
 from .segmentation import confusion_counts, segmentation_metrics, subtype_known, volume_table
@@ -106,7 +107,7 @@ class MultiTaskEvaluator:
         if tuple(seg_prob.shape[-2:]) != tuple(mask.shape[-2:]):
             raise ValueError(f"seg_prob size {tuple(seg_prob.shape[-2:])} != mask size {tuple(mask.shape[-2:])}")
         idx = torch.as_tensor(sel, device=seg_prob.device)
-        pred = seg_prob.index_select(0, idx).argmax(1)
+        pred = label_map(seg_prob.index_select(0, idx))  # a binary head's bleed is 6, not EDH
         gt = torch.as_tensor(mask).to(seg_prob.device).index_select(0, idx)
         s = self._state
         s.seg_counts.append(confusion_counts(gt, pred))

@@ -6,10 +6,8 @@ from typing import Mapping
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ..categories import CATEGORY_NAMES
-
-# one colour per subtype id 1..5 (EDH, SDH, SAH, IPH, IVH)
-COLORS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231"]
+from ..categories import CATEGORY_NAMES, LABEL_COLORS, MASK_LABELS
+from ..inference.geometry import label_map
 
 
 def _gray(image: torch.Tensor) -> torch.Tensor:
@@ -20,19 +18,20 @@ def _gray(image: torch.Tensor) -> torch.Tensor:
 
 def overlay(image: torch.Tensor, mask: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
             labels: torch.Tensor | None = None, scores: torch.Tensor | None = None) -> torch.Tensor:
-    """(3, H, W) uint8: the slice, a label mask (0..5) as coloured areas, boxes with subtype names."""
+    """(3, H, W) uint8: the slice, a label mask (0..5, 6 = bleed of unknown subtype) as coloured areas,
+    boxes with subtype names."""
     out = _gray(image)
     if mask is not None and mask.any():
-        classes = torch.stack([mask.cpu() == c for c in range(1, len(COLORS) + 1)])
+        classes = torch.stack([mask.cpu() == c for c in MASK_LABELS])
         present = classes.flatten(1).any(1)
         out = draw_segmentation_masks(out, classes[present], alpha=0.45,
-                                      colors=[c for c, p in zip(COLORS, present.tolist()) if p])
+                                      colors=[LABEL_COLORS[c] for c, p in zip(MASK_LABELS, present.tolist()) if p])
     if boxes is not None and len(boxes):
         labels = labels.cpu().long() if labels is not None else torch.ones(len(boxes), dtype=torch.long)
         names = [CATEGORY_NAMES.get(int(l), str(int(l))) for l in labels]
         if scores is not None:
             names = [f"{n} {float(s):.2f}" for n, s in zip(names, scores.cpu())]
-        colors = [COLORS[(int(l) - 1) % len(COLORS)] for l in labels]
+        colors = [LABEL_COLORS.get(int(l), "#ffffff") for l in labels]
         out = draw_bounding_boxes(out, boxes.detach().float().cpu(), labels=names, colors=colors, width=1)
     return out
 
@@ -41,11 +40,11 @@ def draw_panel(sample: Mapping, prediction: Mapping, score_threshold: float = 0.
     """(3, H, 2W) uint8: ground truth | prediction for one slice.
 
     ``sample``: image (C,H,W), optional mask (H,W), boxes (N,4), labels (N,).
-    ``prediction``: optional seg_prob (6,H,W) and instances {boxes, labels, scores}.
+    ``prediction``: optional seg_prob (6,H,W; or 2,H,W of a binary head) and instances {boxes, labels, scores}.
     """
     image = sample["image"]
     gt = overlay(image, sample.get("mask"), sample.get("boxes"), sample.get("labels"))
-    pred_mask = prediction["seg_prob"].argmax(0) if "seg_prob" in prediction else None
+    pred_mask = label_map(prediction["seg_prob"][None])[0] if "seg_prob" in prediction else None
     inst = prediction.get("instances") or {}
     keep = inst["scores"] >= score_threshold if "scores" in inst else None
     pred = overlay(image, pred_mask,

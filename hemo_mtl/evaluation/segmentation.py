@@ -26,6 +26,7 @@ CONVENTIONS = (
     'HD95 (mm): surfaces = mask XOR its erosion; the larger of the two directed 95th-percentile surface distances (as MONAI compute_hausdorff_distance); undefined (excluded) when either mask is empty.',
     'Volume (mL) = voxel count x sx x sy x sz / 1000 per volume; errors are prediction - truth; Bland-Altman limits = bias +/- 1.96 SD (ddof=1); mean_rel_err = |diff| / truth over volumes with non-empty truth.',
     'Truth pixels of unknown subtype (a binary mask on a slice with several subtypes) are bleed for `any` and left out of every subtype\'s counts; slices (volumes) holding them are left out of the subtype means over slices (volumes) and of the subtype volumes, and counted in n_subtype_unknown.',
+    'Predicted pixels of unknown subtype (the bleed of a binary segmentation head) are bleed for `any` and, for each subtype, pixels not predicted as that subtype.',
 )
 
 def _as_array(x) -> np.ndarray:
@@ -38,7 +39,8 @@ def confusion_counts(gt, pred, chunk: int = 8) -> np.ndarray:
     """Per-slice counts (N, 6 labels [any + subtypes], 3 [tp, fp, fn]) of label masks (N, H, W).
 
     ``gt`` holds 0..5 or ``UNKNOWN_SUBTYPE`` (bleed of unknown subtype: counted for ``any``, left
-    out of every subtype), ``pred`` 0..5 (numpy or torch; a 2D pair is one slice). One bincount
+    out of every subtype), ``pred`` 0..5 or ``UNKNOWN_SUBTYPE`` (a binary head's bleed: counted for
+    ``any``, and for each subtype a pixel not predicted as it) (numpy or torch; a 2D pair is one slice). One bincount
     per chunk of slices (small chunks stay in cache: ~3 ms per 512x512 slice on one core).
     """
     gt, pred = _as_array(gt), _as_array(pred)
@@ -48,22 +50,21 @@ def confusion_counts(gt, pred, chunk: int = 8) -> np.ndarray:
         gt, pred = gt[None], pred[None]
     if gt.ndim != 3:
         raise ValueError(f"label masks must be (H, W) or (N, H, W), got {gt.shape}")
-    for name, m, top in (("truth", gt, UNKNOWN_SUBTYPE), ("prediction", pred, NUM_CLASSES - 1)):
-        if m.size and (m.min() < 0 or m.max() > top):
-            raise ValueError(f"{name} mask holds labels outside 0..{top}: min {m.min()}, max {m.max()}")
-    kp = NUM_CLASSES
-    kg = UNKNOWN_SUBTYPE + 1  # truth rows: background, subtypes, unknown subtype
+    for name, m in (("truth", gt), ("prediction", pred)):
+        if m.size and (m.min() < 0 or m.max() > UNKNOWN_SUBTYPE):
+            raise ValueError(f"{name} mask holds labels outside 0..{UNKNOWN_SUBTYPE}: min {m.min()}, max {m.max()}")
+    kg = kp = UNKNOWN_SUBTYPE + 1  # rows (truth) and columns (prediction): background, subtypes, unknown
     cm = np.zeros((gt.shape[0], kg, kp), np.int64)  # cm[n, truth, pred]
     for s in range(0, gt.shape[0], chunk):
         g, p = gt[s:s + chunk].astype(np.intp), pred[s:s + chunk].astype(np.intp)
         n = g.shape[0]
         idx = (np.arange(n, dtype=np.intp) * (kg * kp))[:, None, None] + g * kp + p
         cm[s:s + n] = np.bincount(idx.ravel(), minlength=n * kg * kp).reshape(n, kg, kp)
-    known = cm[:, :kp]  # truth rows whose subtype is known
+    known = cm[:, :NUM_CLASSES]  # truth rows whose subtype is known
     counts = np.zeros((cm.shape[0], len(LABELS), 3), np.int64)
     diag = np.diagonal(known, axis1=1, axis2=2)
     counts[:, 1:, 0] = diag[:, 1:]
-    counts[:, 1:, 1] = known.sum(1)[:, 1:] - diag[:, 1:]  # predicted c, truth known and not c
+    counts[:, 1:, 1] = known.sum(1)[:, 1:NUM_CLASSES] - diag[:, 1:]  # predicted c, truth known and not c
     counts[:, 1:, 2] = known.sum(2)[:, 1:] - diag[:, 1:]  # truth c, predicted not c
     counts[:, 0, 0] = cm[:, 1:, 1:].sum((1, 2))
     counts[:, 0, 1] = cm[:, 0, 1:].sum(1)

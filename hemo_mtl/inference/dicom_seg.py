@@ -1,12 +1,16 @@
 """DICOM Segmentation output (highdicom): the predicted mask as a SEG instance on the source CT series.
 
-One segment per subtype present in the mask, each a binary segment (segment numbers 1..n in subtype
-order), frames on the source slices' own geometry: frame k of the SEG is derived from the source
-instance of slice k, so viewers (OHIF, 3D Slicer) overlay it on the series without resampling.
+One segment per label present in the mask (a subtype, or ICH: bleed of unknown subtype, the output of
+a binary segmentation head), each a binary segment (segment numbers 1..n in label order), frames on
+the source slices' own geometry: frame k of the SEG is derived from the source instance of slice k,
+so viewers (OHIF, 3D Slicer) overlay it on the series without resampling.
 Coding: every segment is category "Morphologically Abnormal Structure" (SCT 49755003), type
-"Hemorrhage" (SCT 50960005) and the subtype is the segment label, plus the anatomic region where the
-DICOM content-mapping resource codes it (subarachnoid space, brain ventricle, brain); codes come from
-pydicom's DICOM code dictionary, scheme "SCT" (the retired "SRT" is not used).
+"Hemorrhage" (SCT 50960005) and the label's name is the segment label, plus the anatomic region where
+the DICOM content-mapping resource codes it (subarachnoid space, brain ventricle, brain; for ICH
+"Intracranial structure", SCT 128319008: a hemorrhage somewhere inside the skull). ICH keeps the
+subtypes' morphology code rather than SNOMED's "Intracranial hemorrhage" (1386000), a disorder, not a
+segmentable structure. Codes come from pydicom's DICOM code dictionary, scheme "SCT" (the retired
+"SRT" is not used).
 highdicom is an optional dependency (extra ``dicom``), imported when a SEG is asked for.
 """
 from __future__ import annotations
@@ -16,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from ..categories import SUBTYPE_NAMES, SUBTYPES
+from ..categories import LABEL_LONG_NAMES, LABEL_NAMES
 from ..data.io import DataError
 from ..version import __version__
 
-# subtype -> pydicom.sr.codedict name of its anatomic region (None: no DICOM code for the space)
+# label name (categories.LABEL_NAMES) -> pydicom.sr.codedict name of its anatomic region (None: no DICOM
+# code for the space)
 ANATOMIC_REGIONS = {"EDH": None, "SDH": None, "SAH": "StructureOfSubarachnoidSpaceOfBrain",
-                    "IPH": "Brain", "IVH": "BrainVentricleStructure"}
+                    "IPH": "Brain", "IVH": "BrainVentricleStructure", "ICH": "IntracranialStructure"}
 ORIENTATION_ATOL = 1e-4  # direction cosines written with ~6 decimals by scanners
 
 
@@ -35,7 +40,7 @@ def _highdicom():
 
 
 def segment_descriptions(labels: list[int]) -> list:
-    """highdicom SegmentDescriptions for the mask labels present (1..5 = EDH..IVH), numbered 1..n."""
+    """highdicom SegmentDescriptions for the mask labels present (1..5 = EDH..IVH, 6 = ICH), numbered 1..n."""
     hd = _highdicom()
     from pydicom.sr.codedict import codes
 
@@ -43,11 +48,11 @@ def segment_descriptions(labels: list[int]) -> list:
                                                    family=codes.DCM.ArtificialIntelligence)
     out = []
     for number, label in enumerate(labels, start=1):
-        name = SUBTYPES[label - 1]
+        name = LABEL_NAMES[label]
         region = ANATOMIC_REGIONS[name]
         out.append(hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=f"{name} ({SUBTYPE_NAMES[name]} hemorrhage)",
+            segment_label=f"{name} ({LABEL_LONG_NAMES[label]})",
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
             segmented_property_type=codes.SCT.Hemorrhage,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
@@ -89,8 +94,8 @@ def dicom_sources(scan) -> list:
 
 
 def build_dicom_seg(scan, mask: np.ndarray, sources: list | None = None, series_number: int = 900):
-    """The SEG dataset of ``mask`` (X, Y, Z uint8, 0..5) on ``scan``'s DICOM series (``scan.files``;
-    ``sources``: those files read by ``dicom_sources``)."""
+    """The SEG dataset of ``mask`` (X, Y, Z uint8: 0, subtypes 1..5, ICH 6) on ``scan``'s DICOM series
+    (``scan.files``; ``sources``: those files read by ``dicom_sources``)."""
     sources = sources if sources is not None else dicom_sources(scan)
     hd = _highdicom()
     from pydicom.uid import generate_uid

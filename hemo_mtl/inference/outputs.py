@@ -2,6 +2,12 @@
 lesions.csv; on request probabilities.nii.gz, uncertainty.nii.gz and saliency.nii.gz (image folders:
 probabilities/*.npz, uncertainty/*.npz, saliency/*.png).
 
+Probability maps have one channel (NIfTI 4th dim, npz last axis) per class of the segmentation head
+but background, in ``ScanPrediction.seg_labels`` order and named in the header / the npz ``subtypes``
+array: P(EDH) .. P(IVH) for a multiclass head, P(bleed) alone (named ICH) for a binary one. Mask
+value 6 (ICH, ``categories.UNKNOWN_SUBTYPE``) is a binary head's bleed; volumes and lesion counts
+report it under that name, and ``any`` counts every bleed label.
+
 Probability and uncertainty volumes are stored as uint8 with the NIfTI scale factor 1/255 (``scl_slope``):
 nibabel's ``get_fdata``, ITK-SNAP and 3D Slicer read probabilities 0..1 in steps of 1/255, a fifth of the
 float32 file; lesions.csv and summary.json are computed from the unrounded maps.
@@ -25,8 +31,9 @@ from converters.rle import encode_masks
 from PIL import Image
 
 from ..atomic import atomic_write_json
-from ..categories import LABELS, SUBTYPES
+from ..categories import LABEL_NAMES, LABELS, SUBTYPES
 from .lesions import lesion_table
+from .maps import channel_names, entropy_description
 from .overlay import COLORS, overlay  # noqa: F401 - COLORS re-exported for callers of this module
 from .postprocess import lesion_counts, volumes_ml
 
@@ -74,7 +81,7 @@ def uncertainty_summary(pred) -> dict | None:
     masks = pred.mask if isinstance(pred.mask, list) else [pred.mask]
     bleed = np.concatenate([u[m > 0].ravel() for u, m in zip(maps, masks)])
     every = np.concatenate([u.ravel() for u in maps])
-    return {"measure": "predictive entropy of the averaged 6-class probabilities / log 6 (0..1)",
+    return {"measure": entropy_description(len(pred.seg_labels) + 1),
             "bleed_mean": float(bleed.mean()) if bleed.size else None,
             "bleed_max": float(bleed.max()) if bleed.size else None,
             "scan_mean": float(every.mean()) if every.size else None}
@@ -87,12 +94,13 @@ def scan_summary(scan, pred, predictor) -> dict:
     finite = np.isfinite(pred.cls_prob)
     p = {name: float(pred.cls_prob[finite[:, i], i].max()) if finite[:, i].any() else None
          for i, name in enumerate(LABELS)}
+    labels = pred.seg_labels
     if isinstance(pred.mask, np.ndarray):
-        volumes, lesions = volumes_ml(pred.mask, scan.spacing), lesion_counts(pred.mask)
+        volumes, lesions = volumes_ml(pred.mask, scan.spacing, labels), lesion_counts(pred.mask, labels)
     else:  # unrelated 2D pictures: no spacing, lesions are 2D components per picture
         volumes = None
-        per = [lesion_counts(m) for m in pred.mask]
-        lesions = {k: sum(c[k] for c in per) for k in ("any", *SUBTYPES)}
+        per = [lesion_counts(m, labels) for m in pred.mask]
+        lesions = {k: sum(c[k] for c in per) for k in ("any", *(LABEL_NAMES[v] for v in labels))}
     return {
         "input": scan.path,
         "kind": scan.kind,
@@ -136,20 +144,22 @@ def write_scan_outputs(out_dir, scan, pred, predictor, extra_files: dict | None 
     try:
         summary = scan_summary(scan, pred, predictor)
         slice_table(pred.cls_prob, scan.names, pred.gate_passed).to_csv(tmp / "slices.csv", index=False)
-        lesions = lesion_table(pred.mask, scan.spacing, pred.prob, pred.uncertainty, scan.names)
+        lesions = lesion_table(pred.mask, scan.spacing, pred.prob, pred.uncertainty, scan.names, pred.seg_labels)
         lesions.to_csv(tmp / "lesions.csv", index=False)
         unc = lesions["uncertainty"].dropna()
         if summary["uncertainty"] is not None:
             summary["uncertainty"]["lesion_max"] = float(unc.max()) if len(unc) else None
         atomic_write_json(tmp / "summary.json", summary)
         atomic_write_json(tmp / "detections.json", coco_results(pred.instances), indent=None)
+        names = channel_names(pred.seg_labels)
         if isinstance(pred.mask, np.ndarray):
             nib.save(nib.Nifti1Image(pred.mask.astype(np.uint8), scan.affine), str(tmp / "mask.nii.gz"))
             if pred.prob is not None:
-                nib.save(quantised_nifti(pred.prob, scan.affine, "p(" + ",".join(SUBTYPES) + "), 4th dim"),
+                nib.save(quantised_nifti(pred.prob, scan.affine, "p(" + ",".join(names) + "), 4th dim"),
                          str(tmp / "probabilities.nii.gz"))
             if pred.uncertainty is not None:
-                nib.save(quantised_nifti(pred.uncertainty, scan.affine, "predictive entropy / log 6"),
+                nib.save(quantised_nifti(pred.uncertainty, scan.affine,
+                                         f"predictive entropy / log {len(pred.seg_labels) + 1}"),
                          str(tmp / "uncertainty.nii.gz"))
             if pred.saliency is not None:
                 nib.save(quantised_nifti(pred.saliency, scan.affine, "Grad-CAM of p(any), 0..1"),
@@ -165,7 +175,7 @@ def write_scan_outputs(out_dir, scan, pred, predictor, extra_files: dict | None 
                     for name, m in zip(mask_file_names(scan.names), maps):  # the masks' unique names
                         key = "prob" if folder == "probabilities" else folder
                         np.savez_compressed(tmp / folder / f"{Path(name).stem}.npz", **{key: m.astype(np.float32)},
-                                            subtypes=np.array(SUBTYPES))
+                                            subtypes=np.array(names))
 
             (tmp / "masks").mkdir()
             for name, m in zip(mask_file_names(scan.names), pred.mask):

@@ -5,8 +5,10 @@ else the slices of highest p(any); they run in anatomical order, inferior to sup
 slice from the affine; image folders: file names in natural order). Each slice is shown in the
 radiological convention when the affine says where the patient is (top = anterior, image left = patient
 right). A caption gives the slice number, its p(any) and the subtypes called on it (p >= the subtype
-threshold); predicted outlines are solid, ground truth (optional) dashed, both in the subtype colour of
-the legend; a Grad-CAM map (optional) is blended in as a heat map.
+threshold); predicted outlines are solid, ground truth (optional) dashed, both in the label colour of
+the legend (``LABEL_COLORS``: the five subtypes, and ICH for bleed of unknown subtype, the output of a
+binary segmentation head, listed when the prediction can hold it or a shown mask does); a Grad-CAM
+map (optional) is blended in as a heat map.
 """
 from __future__ import annotations
 
@@ -17,13 +19,20 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from ..categories import SUBTYPES
+from ..categories import CATEGORY_NAMES, LABEL_COLORS as LABEL_HEX, LABEL_NAMES, MASK_LABELS, SUBTYPES, UNKNOWN_SUBTYPE
 from ..data.windowing import window_hu
 from .postprocess import contours
 
-# one colour per subtype 1..5 (EDH, SDH, SAH, IPH, IVH), as hemo_mtl.engine.visualize.COLORS
-COLORS = np.array([[0xE6, 0x19, 0x4B], [0x3C, 0xB4, 0x4B], [0xFF, 0xE1, 0x19], [0x43, 0x63, 0xD8],
-                   [0xF5, 0x82, 0x31]], dtype=np.uint8)
+
+def _rgb(hex_colour: str) -> list[int]:
+    return [int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]
+
+
+# RGB of categories.LABEL_COLORS: one colour per subtype 1..5 (EDH, SDH, SAH, IPH, IVH), and ICH
+COLORS = np.array([_rgb(LABEL_HEX[i]) for i in CATEGORY_NAMES], dtype=np.uint8)
+UNKNOWN_COLOR = np.array(_rgb(LABEL_HEX[UNKNOWN_SUBTYPE]), dtype=np.uint8)
+# colour by mask value 0..6 (0, background, is never drawn)
+LABEL_COLORS = np.vstack([np.zeros((1, 3), np.uint8), COLORS, UNKNOWN_COLOR[None]])
 LINE = 16  # px per caption line under a tile: name + p(any), subtypes called, (truth)
 HEADER = 50  # px above the montage: scan line + legend
 GAP = 4
@@ -130,18 +139,26 @@ def render_tile(gray: np.ndarray, pred: np.ndarray, truth: np.ndarray | None, sa
     rgb = rgb.astype(np.uint8)
     if pred is not None and pred.any():
         edge = ndimage.grey_dilation(contours(_resize(pred.astype(np.uint8), size, nearest=True)), size=(2, 2))
-        rgb[edge > 0] = COLORS[edge[edge > 0] - 1]
+        rgb[edge > 0] = LABEL_COLORS[edge[edge > 0]]
     if truth is not None and truth.any():
         edge = contours(_resize(truth.astype(np.uint8), size, nearest=True))
         r, c = np.indices(edge.shape)
         dash = ((r + c) // 4) % 2 == 0
         on, off = (edge > 0) & dash, (edge > 0) & ~dash
-        rgb[on] = COLORS[edge[on] - 1]
+        rgb[on] = LABEL_COLORS[edge[on]]
         rgb[off] = 0
     out = np.zeros((tile, tile, 3), np.uint8)
     top, left = (tile - size[0]) // 2, (tile - size[1]) // 2
     out[top:top + size[0], left:left + size[1]] = rgb
     return out
+
+
+def legend_labels(pred, masks) -> list[int]:
+    """Mask values the legend lists: the subtypes (the classifier's calls use their colours), plus
+    ``UNKNOWN_SUBTYPE`` when the prediction's segmenter outputs it or one of ``masks`` holds it."""
+    labels = list(CATEGORY_NAMES)
+    unknown = UNKNOWN_SUBTYPE in getattr(pred, "seg_labels", ()) or any((m == UNKNOWN_SUBTYPE).any() for m in masks)
+    return labels + [UNKNOWN_SUBTYPE] if unknown else labels
 
 
 def _text_runs(draw: ImageDraw.ImageDraw, xy, runs, font) -> int:
@@ -183,9 +200,9 @@ def overlay(scan, pred, *, truth=None, saliency=None, max_tiles: int = 16, tile:
         [(f"{s} ", COLORS[SUBTYPES.index(s)]) for s in called] or [("none", (235, 235, 235))]), font)
     x = GAP + 2
     y = 26
-    for i, name in enumerate(SUBTYPES):
-        draw.rectangle([x, y + 2, x + 12, y + 14], fill=tuple(int(v) for v in COLORS[i]))
-        x = _text_runs(draw, (x + 16, y), [(name, (235, 235, 235))], small) + 12
+    for label in legend_labels(pred, pred_masks + truth_masks):
+        draw.rectangle([x, y + 2, x + 12, y + 14], fill=tuple(int(v) for v in LABEL_COLORS[label]))
+        x = _text_runs(draw, (x + 16, y), [(LABEL_NAMES[label], (235, 235, 235))], small) + 12
     x += 6
     draw.line([x, y + 8, x + 22, y + 8], fill=(235, 235, 235), width=2)
     x = _text_runs(draw, (x + 26, y), [("predicted", (235, 235, 235))], small) + 12
@@ -217,7 +234,7 @@ def overlay(scan, pred, *, truth=None, saliency=None, max_tiles: int = 16, tile:
             line = line or [(f"no subtype >= {subtype_threshold:.2f}", (160, 160, 160))]
         _text_runs(draw, (x0 + 2, y0 + tile + 2 + LINE), line, small)
         if truth_masks:
-            present = [(f"{s} ", COLORS[j]) for j, s in enumerate(SUBTYPES) if (truth_masks[k] == j + 1).any()]
+            present = [(f"{LABEL_NAMES[v]} ", LABEL_COLORS[v]) for v in MASK_LABELS if (truth_masks[k] == v).any()]
             _text_runs(draw, (x0 + 2, y0 + tile + 2 + 2 * LINE),
                        [("truth: ", (200, 200, 200))] + (present or [("none", (200, 200, 200))]), small)
     return np.asarray(canvas)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..categories import LABELS
+from ..categories import CATEGORY_NAMES, LABELS
 from ..data.dataset import context_index
 from ..data.io import DataError, list_slice_images, load_dicom_series, load_display_image, load_nifti
 from ..data.patches import window_grid
@@ -36,7 +36,7 @@ from ..data.windowing import check_hu_range, stack_windows
 from ..models.gating import CascadeGate
 from ..models.tta import eval_forward, lr_axis, merge_detections
 from .backends import Backend, TorchBackend, load_backend, load_model, score_floor  # noqa: F401 (re-exported)
-from .geometry import Fit, fit_to_square, label_map, label_volume, unfit  # noqa: F401 (re-exported)
+from .geometry import Fit, class_labels, fit_to_square, label_map, label_volume, unfit  # noqa: F401 (re-exported)
 from .postprocess import clean_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -60,7 +60,7 @@ class PredictOptions:
     subtype_threshold: float = 0.5  # patient-level p >= this -> subtype predicted
     channels_last: bool = True  # NHWC model + input: faster CPU convolutions (outputs equal to ~1e-6)
     calibrate: bool = True  # apply the checkpoint's temperature scaling (when it carries one) to cls_prob
-    save_probabilities: bool = False  # keep per-subtype probability maps (+ entropy with TTA / an ensemble)
+    save_probabilities: bool = False  # keep per-class probability maps (+ entropy with TTA / an ensemble)
     saliency: bool = False  # Grad-CAM of the classifier's any logit per slice (saliency.py; extra 'explain')
 
 
@@ -88,13 +88,18 @@ class Scan:
 @dataclass
 class ScanPrediction:
     cls_prob: np.ndarray  # (Z, 6) any + subtypes
-    mask: np.ndarray | list[np.ndarray]  # (X, Y, Z) uint8 for volumes; list of (H, W) for image folders
+    mask: np.ndarray | list[np.ndarray]  # (X, Y, Z) uint8 for volumes; list of (H, W) for image folders;
+    #                                     0, 1..5 subtypes, UNKNOWN_SUBTYPE (6) for a binary head's bleed
     instances: list[dict]  # per slice: boxes (N,4) xyxy, labels, scores, masks (N,H,W) bool, original size
     gate_passed: np.ndarray | None = None  # (Z,) bool where the cascade gate ran
-    prob: np.ndarray | list[np.ndarray] | None = None  # (X, Y, Z, 5) subtype probabilities; folders: (H, W, 5) each
+    prob: np.ndarray | list[np.ndarray] | None = None  # (X, Y, Z, C) class probabilities; folders: (H, W, C) each;
+    #                                                    channel c is P(mask value seg_labels[c])
     uncertainty: np.ndarray | list[np.ndarray] | None = None  # (X, Y, Z) normalised predictive entropy (maps.py)
     saliency: np.ndarray | list[np.ndarray] | None = None  # (X, Y, Z) Grad-CAM of p(any) in [0, 1]
     timings: dict[str, float] = field(default_factory=dict)
+    # the bleed mask values the segmenter predicts, one per ``prob`` channel: EDH..IVH (1..5), or
+    # (UNKNOWN_SUBTYPE,) for a binary head (its one channel is P(bleed))
+    seg_labels: tuple[int, ...] = tuple(CATEGORY_NAMES)
 
 
 # ----------------------------------------------------------------------------------------------- input
@@ -375,11 +380,16 @@ class Predictor:
         return slice_saliency(self.model, inputs[0], fits, [len(g) for g in groups], self.options.batch_size)
 
     def _assemble(self, scan: Scan, groups, fits, outs) -> ScanPrediction:
-        """Back to slice geometry: per slice label masks, instances in slice pixels, cleaned volumes."""
+        """Back to slice geometry: per slice label masks (``class_labels`` of the head's K classes), instances
+        in slice pixels, cleaned volumes; with ``save_probabilities`` the K - 1 bleed-class maps, channels
+        in ``seg_labels`` order (five subtypes, or P(bleed) for a binary head)."""
         outs = split_groups(groups, outs)
         cls, gate, masks, instances, probs, ents = [], [], [], [], [], []
         o = self.options
+        seg_labels = tuple(CATEGORY_NAMES)  # no seg head: an all-background mask, reported per subtype
         for g, fit, out in zip(groups, fits, outs):
+            if "seg_prob" in out:
+                seg_labels = class_labels(out["seg_prob"].shape[1])[1:]
             cls.append(out["cls_prob"].numpy() if "cls_prob" in out else np.full((len(g), len(LABELS)), np.nan))
             if "gate_passed" in out:
                 gate.append(out["gate_passed"].numpy())
@@ -388,7 +398,7 @@ class Predictor:
 
                 m = slice_maps(out["seg_prob"], fit, probabilities=True, entropy=self.wants_uncertainty)
                 masks.append(m.labels.numpy())
-                probs.append(m.prob.numpy().transpose(0, 2, 3, 1))  # (N, H, W, 5)
+                probs.append(m.prob.numpy().transpose(0, 2, 3, 1))  # (N, H, W, K - 1)
                 if m.entropy is not None:
                     ents.append(m.entropy.numpy())
             elif "seg_prob" in out:
@@ -403,7 +413,7 @@ class Predictor:
         if scan.kind == "hu":
             mask = clean_mask(np.moveaxis(masks[0], 0, 2), o.closing, o.opening, o.min_voxels)  # -> (X, Y, Z)
             if probs:
-                prob = np.ascontiguousarray(probs[0].transpose(1, 2, 0, 3))  # (X, Y, Z, 5)
+                prob = np.ascontiguousarray(probs[0].transpose(1, 2, 0, 3))  # (X, Y, Z, K - 1)
             if ents:
                 unc = np.ascontiguousarray(np.moveaxis(ents[0], 0, 2))
         else:
@@ -411,7 +421,8 @@ class Predictor:
             prob = [p for ps in probs for p in ps] or None
             unc = [e for es in ents for e in es] or None
         return ScanPrediction(cls_prob=np.concatenate(cls).astype(np.float32), mask=mask, instances=instances,
-                              gate_passed=np.concatenate(gate) if gate else None, prob=prob, uncertainty=unc)
+                              gate_passed=np.concatenate(gate) if gate else None, prob=prob, uncertainty=unc,
+                              seg_labels=seg_labels)
 
     def _instances(self, insts: list[dict], fit: Fit | None, size: tuple[int, int]) -> list[dict]:
         """Per slice, detections above ``score_threshold`` in slice pixels: boxes un-padded and un-scaled,

@@ -152,6 +152,24 @@ def test_evaluator_counts_unknown_subtype_truth_for_any_only():
     assert ev.evaluate()["seg/any/recall"] == pytest.approx(got["seg/any/recall"])
 
 
+def test_evaluator_scores_a_binary_head_as_any_bleed_never_as_edh():
+    """A binary head's seg_prob (background, bleed) is bleed of unknown subtype: ``any`` is scored
+    against sklearn on the binary masks, and no pixel counts as a predicted EDH (argmax 1)."""
+    from sklearn.metrics import f1_score
+
+    batch, outputs = _batch(3)
+    keep = batch["has"]["mask"]
+    multi = outputs["seg_prob"]
+    binary = torch.stack([multi[:, 0], multi[:, 1:].sum(1)], dim=1)  # P(background), P(any bleed)
+    ev = MultiTaskEvaluator(tasks=("seg",))
+    ev.process(batch, dict(outputs, seg_prob=binary))
+    got = ev.evaluate()
+    gt, bleed = batch["mask"][keep].numpy(), binary[keep].argmax(1).numpy()
+    assert got["seg/any/dice"] == pytest.approx(f1_score(gt.ravel() > 0, bleed.ravel() > 0))
+    assert not (gt == 1).any() and math.isnan(got["seg/EDH/dice"])  # no EDH in truth, none predicted
+    assert got["seg/SDH/recall"] == 0  # every SDH pixel: its subtype not predicted
+
+
 def test_evaluator_gathers_across_ranks_only_when_asked(monkeypatch):
     """Training evaluates on the main rank alone: a gather there would wait for ranks that never
     evaluate (a torchrun run hung at its first validation). Only ``gather=True`` gathers."""

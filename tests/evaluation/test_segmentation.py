@@ -123,8 +123,8 @@ def test_bad_masks_raise():
         confusion_counts(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
     with pytest.raises(ValueError, match="truth mask holds labels outside 0..6"):  # 6: bleed, subtype unknown
         confusion_counts(np.full((4, 4), 7), np.zeros((4, 4)))
-    with pytest.raises(ValueError, match="prediction mask holds labels outside 0..5"):  # never predicted
-        confusion_counts(np.zeros((4, 4)), np.full((4, 4), 6))
+    with pytest.raises(ValueError, match="prediction mask holds labels outside 0..6"):
+        confusion_counts(np.zeros((4, 4)), np.full((4, 4), 7))
 
 
 UNKNOWN = 6  # truth value: bleed, subtype unknown
@@ -158,6 +158,23 @@ def test_unknown_subtype_truth_counts_for_any_and_for_no_subtype_against_sklearn
     # without the unknown pixels the subtype counts are those of the known pixels alone
     flat = confusion_counts(np.where(known, g, 0).reshape(gt.shape), np.where(known, p, 0).reshape(gt.shape)).sum(0)
     assert np.array_equal(counts[1:], flat[1:])
+
+
+def test_predicted_unknown_subtype_is_bleed_for_any_and_no_subtype_against_sklearn():
+    """A binary head predicts 6 (bleed, subtype unknown): it is bleed for ``any`` and, for each subtype,
+    a pixel not predicted as it (a miss where the truth is that subtype, never a false positive)."""
+    gt, pred, _ = _with_unknown_subtype(seed=1)
+    pred[:, 9:13, 9:14] = UNKNOWN  # the binary head's bleed over the IPH blob
+    counts = confusion_counts(gt, pred).sum(0)
+    g, p = gt.ravel(), pred.ravel()
+    assert counts[0].tolist() == [((g > 0) & (p > 0)).sum(), ((g == 0) & (p > 0)).sum(), ((g > 0) & (p == 0)).sum()]
+    m = segmentation_metrics(counts[None])
+    assert m["seg/any/dice"] == pytest.approx(f1_score(g > 0, p > 0))
+    known = g != UNKNOWN
+    for c, label in enumerate(LABELS[1:], start=1):
+        ref = f1_score(g[known] == c, p[known] == c, zero_division=np.nan)
+        assert (math.isnan(ref) and math.isnan(m[f"seg/{label}/dice"])) or m[f"seg/{label}/dice"] == pytest.approx(ref), label
+    assert counts[4].tolist()[0] == 0 and counts[4, 2] == ((g == 4) & (p == UNKNOWN)).sum() + ((g == 4) & ~np.isin(p, [4, UNKNOWN])).sum()
 
 
 def test_slices_and_volumes_of_unknown_subtype_count_for_any_only():

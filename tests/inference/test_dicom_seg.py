@@ -55,20 +55,31 @@ def write_ct_series(volume_hu: np.ndarray, folder: Path, spacing=(0.8, 0.8, 5.0)
     return out
 
 
-@pytest.fixture(scope="module")
-def seg_weights(tmp_path_factory) -> Path:
+def _painting_checkpoint(folder: Path, *overrides: str) -> Path:
     """A random-init cls + seg demo model at 64 px whose seg background logit is lowered: it paints bleeds."""
     from hemo_mtl.config import load_config
     from hemo_mtl.models import build_model
 
     torch.manual_seed(0)
-    cfg = load_config(REPO / "configs" / "demo.yaml", ["data.image_size=64"])
+    cfg = load_config(REPO / "configs" / "demo.yaml", ["data.image_size=64", *overrides])
     del cfg["model"]["heads"]["det"]
     state = build_model(cfg["model"]).state_dict()
     state["heads.seg.full_res.1.bias"][0] -= 6.0
-    path = tmp_path_factory.mktemp("w") / "model_final.pth"
+    path = folder / "model_final.pth"
     torch.save({"model": state, "config": cfg, "cascade": {}}, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def seg_weights(tmp_path_factory) -> Path:
+    return _painting_checkpoint(tmp_path_factory.mktemp("w"))
+
+
+@pytest.fixture(scope="module")
+def binary_seg_weights(tmp_path_factory) -> Path:
+    """The same with a binary seg head (background + any bleed)."""
+    return _painting_checkpoint(tmp_path_factory.mktemp("wb"), "model.heads.seg.mode=binary",
+                                "model.heads.seg.class_weight=null")
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +164,32 @@ def test_scan_without_bleed_gets_one_empty_segment(phantom_volume, tmp_path):
     assert len(seg.SegmentSequence) == 1 and not seg.pixel_array.any()
     with pytest.raises(DataError, match="does not match the series"):
         build_dicom_seg(scan, np.zeros((4, 4, 6), np.uint8))
+
+
+def test_binary_head_bleed_is_one_ich_segment_and_one_probability_channel(binary_seg_weights, phantom_volume, tmp_path):
+    from hemo_mtl.categories import UNKNOWN_SUBTYPE
+
+    sources = write_ct_series(phantom_volume, tmp_path / "series")
+    assert _run(binary_seg_weights, tmp_path / "series", tmp_path / "out", "--dicom-seg", "--save-probabilities") == 0
+    folder = tmp_path / "out" / "series"
+    mask = np.asarray(nib.load(str(folder / "mask.nii.gz")).dataobj)
+    assert set(np.unique(mask)) == {0, UNKNOWN_SUBTYPE}, "the biased binary model paints bleeds, valued 6 not 1"
+    # probabilities.nii.gz: the one channel P(bleed), above 1/2 exactly where the mask is bleed (argmax of
+    # two classes), up to the file's 1/255 steps
+    prob = nib.load(str(folder / "probabilities.nii.gz"))
+    assert prob.shape == (*phantom_volume.shape, 1)
+    p = prob.get_fdata()[..., 0]
+    clear = np.abs(p - 0.5) > 1 / 255
+    assert np.array_equal((p > 0.5)[clear], (mask == UNKNOWN_SUBTYPE)[clear])
+    table = pd.read_csv(folder / "lesions.csv")
+    assert len(table) and set(table["subtype"]) == {"ICH"} and table["mean_probability"].notna().all()
+
+    seg = pydicom.dcmread(folder / "seg.dcm")
+    assert len(seg.SegmentSequence) == 1
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentLabel == "ICH (intracranial hemorrhage, subtype unknown)"
+    assert [(c.CodingSchemeDesignator, c.CodeValue) for c in segment.SegmentedPropertyTypeCodeSequence] == [("SCT", "50960005")]
+    assert [(c.CodingSchemeDesignator, c.CodeValue) for c in segment.AnatomicRegionSequence] == [("SCT", "128319008")]
+    label = hd.seg.segread(folder / "seg.dcm").get_pixels_by_source_instance(
+        [ds.SOPInstanceUID for ds in sources], combine_segments=True)
+    assert np.array_equal(label, (np.moveaxis(mask, 2, 0).transpose(0, 2, 1) == UNKNOWN_SUBTYPE).astype(label.dtype))

@@ -94,6 +94,25 @@ def test_two_members_equal_the_hand_average(scan, tmp_path, sizes):
     assert np.allclose(pred.uncertainty, entropy(np.clip(full, 0, 1), axis=-1) / np.log(6), atol=1e-4)
 
 
+@pytest.mark.parametrize("sizes", [(32, 32), (32, 48)])
+def test_binary_members_average_to_one_bleed_channel(scan, tmp_path, sizes):
+    from hemo_mtl.categories import UNKNOWN_SUBTYPE
+
+    binary = ("model.heads.seg.mode=binary", "model.heads.seg.class_weight=null")
+    paths = [random_checkpoint(tmp_path / f"b{k}.pth", k, f"data.image_size={s}", *binary) for k, s in enumerate(sizes)]
+    singles = [Predictor.from_checkpoint(p, PredictOptions(save_probabilities=True)).predict(scan) for p in paths]
+    pred = load_predictor(paths, PredictOptions(save_probabilities=True)).predict(scan)
+    assert pred.seg_labels == (UNKNOWN_SUBTYPE,) and pred.prob.shape == (*scan.slices.shape, 1)
+    mean = (singles[0].prob + singles[1].prob) / 2  # each member's P(bleed)
+    assert not np.allclose(singles[0].prob, singles[1].prob, atol=1e-2)
+    assert np.allclose(pred.prob, mean, atol=1e-5)
+    clear = np.abs(mean[..., 0] - 0.5) > 1e-4
+    assert np.array_equal(pred.mask[clear], np.where(mean[..., 0] > 0.5, UNKNOWN_SUBTYPE, 0)[clear])
+    assert set(np.unique(pred.mask)) == {0, UNKNOWN_SUBTYPE}
+    p = np.clip(mean[..., 0], 0, 1)
+    assert np.allclose(pred.uncertainty, entropy(np.stack([1 - p, p]), axis=0) / np.log(2), atol=1e-4)
+
+
 def test_members_that_predict_different_things_are_one_error(tmp_path, scan, capsys):
     a = random_checkpoint(tmp_path / "a.pth", 0)
     binary = random_checkpoint(tmp_path / "binary.pth", 1, "model.heads.seg.mode=binary",

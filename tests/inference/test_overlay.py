@@ -112,3 +112,26 @@ def test_image_folder_captions_use_file_order(kind):
     img = overlay(scan, pred, tile=64)
     tiles = [img[HEADER + 20:HEADER + 40, GAP + i * (64 + GAP) + 40:GAP + i * (64 + GAP) + 50, 0] for i in range(3)]
     assert [int(np.median(t)) for t in tiles] == [10, 90, 200]  # 1.png, 2.png, 10.png
+
+
+def test_unknown_subtype_has_its_own_colour_and_legend_entry_only_when_predicted():
+    from hemo_mtl.categories import UNKNOWN_SUBTYPE
+    from hemo_mtl.inference.overlay import LABEL_COLORS, UNKNOWN_COLOR
+
+    def has(region, colour):
+        return bool((region == colour).all(-1).any())
+    assert np.array_equal(LABEL_COLORS[1:6], COLORS) and np.array_equal(LABEL_COLORS[UNKNOWN_SUBTYPE], UNKNOWN_COLOR)
+    assert not any(np.array_equal(UNKNOWN_COLOR, c) for c in COLORS)
+    vol = np.zeros((40, 30, 2), np.float32)
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[10:20, 8:18, 1] = UNKNOWN_SUBTYPE  # a binary head's bleed
+    cls = np.full((2, 6), 0.05, np.float32)
+    scan = Scan("x.nii.gz", "hu", vol, np.eye(4))
+    binary = ScanPrediction(cls_prob=cls, mask=mask, instances=[], seg_labels=(UNKNOWN_SUBTYPE,))
+    img = overlay(scan, binary, tile=96)
+    tile = img[HEADER:HEADER + 96, GAP:GAP + 96]
+    assert has(tile, UNKNOWN_COLOR) and not any(has(tile, c) for c in COLORS)  # outlined as ICH, not EDH
+    assert has(img[:HEADER], UNKNOWN_COLOR)
+    # a multiclass prediction without such voxels keeps the five-subtype legend
+    multi = ScanPrediction(cls_prob=cls, mask=np.where(mask > 0, 2, 0).astype(np.uint8), instances=[])
+    assert not has(overlay(scan, multi, tile=96)[:HEADER], UNKNOWN_COLOR)
