@@ -180,6 +180,10 @@ SCHEMA: dict[str, Any] = {
         "temperature_scaling": K(False, "fit one temperature per label on the validation split (carried in "
                                         "model_final.pth, applied by the predictor; reports show ECE/NLL before "
                                         "and after)"),
+        "slice_context": K(0, "c > 0: a slice's classifier probabilities become the max of their own and the "
+                              "mean over its scan's slices z-c..z+c, in evaluation and in the predictor "
+                              "(evaluation.classification.slice_context_max); patient scores are unchanged",
+                           range=NONNEGATIVE),
         "final_split": K("test", "the split final_metrics.json reports"),
         "select": {  # report the mean over selected epochs (hemo_mtl.evaluation.epoch_selection)
             "rule": K(None, "epoch selection rule; null = off", "str"),

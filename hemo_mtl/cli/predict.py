@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-gate", action="store_true", help="ignore the checkpoint's cascade gate")
     p.add_argument("--flip-tta", action="store_true", help="add the left-right mirrored pass: probabilities averaged, detections merged by NMS")
     p.add_argument("--no-calibration", action="store_true", help="ignore the checkpoint's temperature scaling")
+    p.add_argument("--slice-context", type=NONNEGATIVE, default=None, metavar="C",
+                   help="lift each slice's p towards the mean of its scan's slices z-C..z+C (0 = off); "
+                        "default: the checkpoint's eval.slice_context")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write probabilities.nii.gz (4th dim: one channel per segmentation class but "
                         "background: P(EDH)..P(IVH), or P(bleed) for a binary head) and, with --flip-tta or several "
@@ -133,7 +136,8 @@ def main(argv=None) -> int:
                              calibrate=not args.no_calibration, save_probabilities=args.save_probabilities,
                              sliding_window=args.sliding_window, patch=args.patch, stride=args.stride,
                              closing=args.closing, opening=args.opening, min_voxels=args.min_voxels,
-                             score_threshold=args.score_threshold, saliency=args.saliency)
+                             score_threshold=args.score_threshold, saliency=args.saliency,
+                             slice_context=args.slice_context)
     if not Path(args.input).exists():
         raise FileNotFoundError(2, "input not found", args.input)
     predictor = load_predictor(args.weights, options, args.device, args.backend)

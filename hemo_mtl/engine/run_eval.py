@@ -75,7 +75,8 @@ class RunEvaluation:
         """The multi-task evaluator of the run's tasks (and the location head's, when there is one)."""
         from ..evaluation import MultiTaskEvaluator
 
-        evaluator = MultiTaskEvaluator(self.tasks, temperature=temperature)
+        evaluator = MultiTaskEvaluator(self.tasks, temperature=temperature,
+                                       slice_context=int(self.cfg["eval"].get("slice_context") or 0))
         if self.location_classes is not None:
             from ..evaluation.location import CombinedEvaluator, LocationEvaluator
 

@@ -156,6 +156,30 @@ def _check_inputs(y_true, y_prob, valid, patient_ids):
     return y_true, y_prob, valid, patient_ids
 
 
+def slice_context_max(y_prob, scan_ids, slice_idx, context: int) -> np.ndarray:
+    """(N, L) slice probabilities -> each slice's max of its own and the mean over its scan's slices
+    z-c..z+c (``context`` = c; ends replicate the edge slice, as the 2.5D input does).
+
+    A bleed spans neighbouring slices, so their scores are evidence about this one: the mean lifts a
+    slice its neighbours are sure of. Never below the slice's own probability, so a scan's maximum - the
+    patient score - is unchanged and a bleed seen on one slice is not averaged away. Rows may come in any
+    order; ``slice_idx`` must be unique within a scan. NaN (a label the model has no output for) stays NaN.
+    """
+    from ..data.dataset import context_index
+
+    prob = np.asarray(y_prob, dtype=np.float64)
+    if context <= 0:
+        return prob.copy()
+    scans = pd.Series(np.asarray(scan_ids).astype(str))
+    z = np.asarray(slice_idx, dtype=np.int64)
+    out = prob.copy()
+    for _, rows in scans.groupby(scans, sort=False).indices.items():
+        rows = rows[np.argsort(z[rows], kind="stable")]
+        neighbours = rows[context_index(z[rows], context)]  # (n, 2c+1) row numbers
+        out[rows] = np.maximum(prob[rows], prob[neighbours].mean(axis=1))
+    return out
+
+
 def aggregate_by_patient(y_true, y_prob, valid, patient_ids, how: str = "max", top_k: int = 3):
     """Slice rows -> one row per patient: (patient_ids, y_true, y_prob, valid), ids sorted.
 

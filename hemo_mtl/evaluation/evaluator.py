@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 
 from ..categories import coco_categories
 from ..inference.geometry import label_map
-from .classification import classification_metrics
+from .classification import classification_metrics, slice_context_max
 from .detection import coco_metrics, froc_2d
 from .segmentation import confusion_counts, segmentation_metrics, subtype_known, volume_table
 
@@ -42,6 +42,8 @@ class _State:
     cls_true: list = field(default_factory=list)
     cls_valid: list = field(default_factory=list)
     cls_pid: list = field(default_factory=list)
+    cls_scan: list = field(default_factory=list)  # patient/study: the scan a slice's neighbours share
+    cls_slice: list = field(default_factory=list)
     seg_counts: list = field(default_factory=list)
     seg_known: list = field(default_factory=list)  # per slice: no truth pixel of unknown subtype
     seg_volume: list = field(default_factory=list)
@@ -56,18 +58,21 @@ class MultiTaskEvaluator:
     model has no such output). ``spacing_aware``: report lesion volumes in mL from ``meta.spacing``,
     scaled by the resize from ``meta.orig_size`` to the mask size. Remaining options are handed to
     the task functions (see classification.py, detection.py); ``temperature`` (per label, fitted on
-    validation) adds the calibrated ECE/NLL beside the model's own.
+    validation) adds the calibrated ECE/NLL beside the model's own. ``slice_context`` c > 0 scores the
+    slice probabilities as the predictor reports them (``slice_context_max`` over each scan's slices).
     """
 
     def __init__(self, tasks: Sequence[str] = TASKS, spacing_aware: bool = True, *, aggregation: str = "max",
                  top_k: int = 3, tuned_thresholds: Mapping[str, Mapping[str, float]] | None = None,
                  n_bootstrap: int = 0, seed: int = 0, engine: str = "faster", mask_threshold: float = 0.5,
-                 froc_iou: float = 0.5, froc_criterion: str = "iou", temperature=None, gather: bool = False):
+                 froc_iou: float = 0.5, froc_criterion: str = "iou", temperature=None, gather: bool = False,
+                 slice_context: int = 0):
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown evaluation task(s) {sorted(unknown)}; expected a subset of {TASKS}")
         self.tasks = tuple(tasks)
         self.gather = gather
+        self.slice_context = int(slice_context)
         self.spacing_aware = spacing_aware
         self.cls_options = dict(aggregation=aggregation, top_k=top_k, tuned=tuned_thresholds,
                                 n_bootstrap=n_bootstrap, seed=seed, temperature=temperature)
@@ -99,6 +104,8 @@ class MultiTaskEvaluator:
         s.cls_true.append(_np(batch["cls"]).astype(np.float64))
         s.cls_valid.append(valid)
         s.cls_pid += [str(m["patient_id"]) for m in meta]
+        s.cls_scan += [f"{m['patient_id']}/{m.get('study_id', '')}" for m in meta]
+        s.cls_slice += [int(m.get("slice_idx", -1)) for m in meta]
 
     def _process_seg(self, mask, seg_prob, has_mask, meta) -> None:
         sel = np.flatnonzero(has_mask)
@@ -178,6 +185,8 @@ class MultiTaskEvaluator:
         self.details = {}
         if s.cls_prob:
             y, p, v = np.concatenate(s.cls_true), np.concatenate(s.cls_prob), np.concatenate(s.cls_valid)
+            if self.slice_context:
+                p = slice_context_max(p, s.cls_scan, s.cls_slice, self.slice_context)
             out.update(classification_metrics(y, p, v, s.cls_pid, **self.cls_options))
             o = self.cls_options
             self.details["cls"] = {"y_true": y, "y_prob": p, "valid": v, "patient_ids": np.asarray(s.cls_pid),

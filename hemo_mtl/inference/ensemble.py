@@ -6,7 +6,8 @@ calibration applied first), segmentation class probabilities (softmax; on the mo
 member fits the slices the same way, which is the same as averaging on the slice grid since un-padding
 and resizing are linear), and detections in slice pixels pooled and merged by the detection head's
 NMS, as flip TTA does (``models.tta``). The averaged probabilities give the mask, the maps and the
-predictive-entropy uncertainty (``maps.py``), exactly as one model's do.
+predictive-entropy uncertainty (``maps.py``), exactly as one model's do. The averaged classifier
+probabilities then take the largest ``eval.slice_context`` of the members (``Predictor.with_slice_context``).
 
 Cascade gate: the ensemble's p(any) (the mean of the members' uncalibrated p(any)) against the mean of
 the members' thresholds. Each member's threshold was chosen on its own validation split for the same
@@ -150,6 +151,7 @@ class EnsemblePredictor(Predictor):
         self.config, self.device = first.config, first.device
         self.backend, self.model = first.backend, first.model  # detection merging reads its head's NMS rule
         self.context_slices = max(m.context_slices for m in self.members)
+        self.slice_context = max(m.slice_context for m in self.members)
         self.windows = [list(m.windows) for m in self.members]
         self.image_size = [m.image_size for m in self.members]
         self.weights_sha256 = [m.weights_sha256 for m in self.members]

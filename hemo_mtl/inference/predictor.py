@@ -10,6 +10,9 @@ time; ``batch_size=1`` is the per-slice loop kept for benchmarks and equivalence
 2.5D checkpoints (``data.context_slices`` c > 0) see each slice with its c neighbours each side as
 extra channels, [window0 @ z-c..z+c, window1 @ ...], edge slices replicated: the stack is one gather
 of the windowed volume with ``hemo_mtl.data.dataset.context_index`` (the dataset's own neighbour rule).
+``eval.slice_context`` (or ``PredictOptions.slice_context``) c > 0 lifts each slice's classifier
+probabilities towards the mean of its scan's slices z-c..z+c after the model, its gate and temperature
+(``evaluation.classification.slice_context_max``), as the run's evaluation scored it.
 
 Speed: the model runs under ``torch.inference_mode`` in channels_last (CPU convolutions), Mask R-CNN
 drops detections below ``score_threshold`` before its mask head and mask pasting (they would be
@@ -62,6 +65,7 @@ class PredictOptions:
     calibrate: bool = True  # apply the checkpoint's temperature scaling (when it carries one) to cls_prob
     save_probabilities: bool = False  # keep per-class probability maps (+ entropy with TTA / an ensemble)
     saliency: bool = False  # Grad-CAM of the classifier's any logit per slice (saliency.py; extra 'explain')
+    slice_context: int | None = None  # slice_context_max's c; None = the checkpoint's eval.slice_context
 
 
 @dataclass
@@ -198,6 +202,7 @@ class Predictor:
         self.windows = tuple(config["data"]["windows"])
         self.image_size = int(config["data"]["image_size"])
         self.context_slices = int(config["data"].get("context_slices") or 0)
+        self.slice_context = int(config.get("eval", {}).get("slice_context") or 0)
         self.backend = model if isinstance(model, Backend) else TorchBackend(model, device, self.options.channels_last)
         self.model = self.backend.module  # the torch model, None for an exported graph
         self.weights_sha256 = weights_sha256
@@ -341,6 +346,17 @@ class Predictor:
         prob = apply_temperature(out["cls_prob"].double().numpy(), t)
         return {**out, "cls_prob": torch.from_numpy(prob).float()}
 
+    def with_slice_context(self, cls_prob: np.ndarray) -> np.ndarray:
+        """(Z, 6) one scan's slice probabilities, in slice order -> ``slice_context_max`` of them."""
+        c = self.options.slice_context
+        c = self.slice_context if c is None else c
+        if c <= 0:
+            return cls_prob.astype(np.float32)
+        from ..evaluation.classification import slice_context_max
+
+        z = np.arange(len(cls_prob))
+        return slice_context_max(cls_prob, np.zeros(len(z), int), z, c).astype(np.float32)
+
     # ------------------------------------------------------------------ one scan
     def model_inputs(self, scan: Scan) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Fit | None]]:
         """(windowed slice groups, model inputs, fits): the inputs are what the model sees, (N, C', S, S)
@@ -420,7 +436,7 @@ class Predictor:
             mask = [clean_mask(m, o.closing, o.opening, o.min_voxels) for ms in masks for m in ms]
             prob = [p for ps in probs for p in ps] or None
             unc = [e for es in ents for e in es] or None
-        return ScanPrediction(cls_prob=np.concatenate(cls).astype(np.float32), mask=mask, instances=instances,
+        return ScanPrediction(cls_prob=self.with_slice_context(np.concatenate(cls)), mask=mask, instances=instances,
                               gate_passed=np.concatenate(gate) if gate else None, prob=prob, uncertainty=unc,
                               seg_labels=seg_labels)
 

@@ -201,7 +201,8 @@ def test_slice_images_sharing_a_stem_are_one_line_and_no_output(weights, tmp_pat
 
 
 @pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--batch-size", "-4"), ("--stride", "0"),
-                                           ("--patch", "0"), ("--score-threshold", "1.5"), ("--min-voxels", "-1")])
+                                           ("--patch", "0"), ("--score-threshold", "1.5"), ("--min-voxels", "-1"),
+                                           ("--slice-context", "-1")])
 def test_numbers_out_of_range_stop_at_the_command_line(option, value, capsys):
     with pytest.raises(SystemExit) as info:
         predict_tool.parse_args(["--weights", "w.pth", "--input", "x", option, value])
