@@ -82,13 +82,13 @@ def bleed_roi(gray: np.ndarray, kind: str) -> np.ndarray | None:
     """Where a bleed may be (``data.bleed_roi``): ``skull``, the inside of the skull; ``hyperdense``, the
     pixels inside it brighter than brain tissue by a tenth of the slice's range (about 8 HU of a brain
     window), grown by a pixel for the partial-volume edge. Brain tissue's level is the median of the
-    brighter half of the inside (its 75th percentile): cerebrospinal fluid fills much of an atrophic or hydrocephalic head and
-    pulls the whole inside's median down until grey matter passes for blood. The threshold is taken on
-    the slice smoothed by a pixel (at 128 px) within the core below, so that single noise pixels of a
-    grainy scan do not pass. The dense pixels are looked for off the bone by a rim of a 64th of the slice (2 px at 128, about
-    3.5 mm of a 25 cm field): the inner table's partial-volume edge is as bright as blood on every
-    slice, bleeding or not; a subdural against the table still reaches the bone through its inner
-    part and the one-pixel growth. None where no closed skull shows."""
+    brighter half of the inside (its 75th percentile): cerebrospinal fluid fills much of an atrophic or
+    hydrocephalic head and pulls the whole inside's median down until grey matter passes for blood. The
+    threshold is taken on the slice smoothed by a pixel (at 128 px) within the core below, so that single
+    noise pixels of a grainy scan do not pass. The dense pixels are looked for off the bone by a rim of a
+    64th of the slice (2 px at 128, about 3.5 mm of a 25 cm field): the inner table's partial-volume edge
+    is as bright as blood on every slice, bleeding or not; a subdural against the table still reaches the
+    bone through its inner part and the one-pixel growth. None where no closed skull shows."""
     if check_bleed_roi(kind) is None:
         raise ValueError("bleed_roi needs a region name, got None")
     inside = intracranial_roi(gray)

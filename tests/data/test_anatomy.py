@@ -100,8 +100,7 @@ def test_hyperdense_roi_is_the_dense_pixels_off_the_bone_grown_by_one():
 def test_hyperdense_reference_is_brain_tissue_not_the_fluid_of_an_atrophic_head():
     """Fluid (0.1) over most of the inside pulls the whole inside's median to the fluid's level, and
     grey matter (0.48, less than 10% of the range above the white matter's 0.4) would pass for blood
-    against it;
-    against the brighter half's median (brain tissue) only the blood (0.75) is dense."""
+    against it; against the brighter half's median (brain tissue) only the blood (0.75) is dense."""
     img, brain = _head()
     yy, xx = np.indices(img.shape)
     r = np.hypot(yy - 48, xx - 48)
