@@ -240,7 +240,23 @@ def resolve(cfg: Mapping, schema: Mapping | None = None) -> dict:
         )
     if prior["kind"]:
         check_input_prior(prior, out["data"])
+    if out["model"]["seg_vote"] > 0:
+        check_seg_vote(out["model"], out["schedule"])
     return out
+
+
+def check_seg_vote(model: Mapping, schedule: Mapping) -> None:
+    """``model.seg_vote`` mixes the segmenter into p(any): it needs both heads, and a cascade whose gate
+    reads p(any) to decide where the segmenter runs would read its own output."""
+    from .registry import HEADS  # noqa: PLC0415 (the head types register with the model package)
+
+    tasks = {HEADS.get(section["type"]).task for section in model["heads"].values() if section}
+    if not {"cls", "seg"} <= tasks:
+        raise ConfigError(f"model.seg_vote={model['seg_vote']} needs a classification and a segmentation head; "
+                          f"model.heads has the tasks {sorted(tasks)}")
+    if schedule["name"] == "cascade" and "seg" in schedule["cascade"]["gate"]:
+        raise ConfigError("model.seg_vote mixes the segmenter into the p(any) that schedule.cascade.gate "
+                          "uses to decide where the segmenter runs; set model.seg_vote=0 or drop seg from the gate")
 
 
 def check_input_prior(prior: Mapping, data: Mapping) -> None:

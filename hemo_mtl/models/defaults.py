@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from hemo_mtl.config_schema import HeadTypes, K, check, defaults_of, fill
+from hemo_mtl.config_schema import FRACTION, HeadTypes, K, check, defaults_of, fill
 from hemo_mtl.registry import HEADS
 
 from . import heads as _heads  # noqa: F401  (registers the head types)
@@ -40,6 +40,9 @@ MODEL_SCHEMA = {
     "heads": K({key: HEAD_DEFAULTS[kind] for key, kind in DEFAULT_HEAD_TYPES.items()},
                "the heads to build, by name; each section's `type` picks its keys", "heads", items=HEAD_TYPES),
     "loss": LOSS_SCHEMA,
+    "seg_vote": K(0.0, "w > 0: the eval p(any) is (1 - w) x the classifier's + w x the segmenter's highest pixel "
+                       "P(bleed) (models.seg_vote); needs cls and seg heads; 0 = the classifier's alone",
+                  range=FRACTION),
 }
 BACKBONE_DEFAULTS = defaults_of(BACKBONE_SCHEMA)
 LOSS_DEFAULTS = defaults_of(LOSS_SCHEMA)

@@ -21,11 +21,12 @@ from .defaults import resolve_model_cfg
 from .gating import CascadeGate, empty_instances, scatter_outputs, select_features
 from .input_prior import InputPrior
 from .losses import CONSISTENCY_KEY, build_balancer, consistency_loss
+from .seg_vote import vote_any
 
 
 class MultiTaskModel(nn.Module):
     def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module], consistency: float = 0.0,
-                 input_prior: InputPrior | None = None):
+                 input_prior: InputPrior | None = None, seg_vote: float = 0.0):
         super().__init__()
         if not heads:
             raise ValueError("MultiTaskModel needs at least one head")
@@ -33,6 +34,7 @@ class MultiTaskModel(nn.Module):
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
         self.consistency = float(consistency)
+        self.seg_vote = float(seg_vote)  # the segmenter's share of the eval p(any) (seg_vote.vote_any)
         self._active = set(self.heads)
         self.balancer: nn.Module | None = None
 
@@ -72,6 +74,9 @@ class MultiTaskModel(nn.Module):
         gated = [k for k in active if gate is not None and self.heads[k].task in gate.heads]
         if gated and self.training:
             raise ValueError("the cascade gate is an inference step; call model.eval() first")
+        if self.seg_vote > 0 and any(self.heads[k].task == "seg" for k in gated):
+            raise ValueError("model.seg_vote mixes the segmenter into p(any), so a gate on p(any) cannot "
+                             "gate the segmenter; set model.seg_vote=0 or leave seg out of the gate")
         out: dict = {}
         for key in active:
             if key not in gated:
@@ -88,6 +93,8 @@ class MultiTaskModel(nn.Module):
             out.update(scatter_outputs(part, keep, empty_instances(image.shape[-2:], image)))
             out["gate_passed"] = keep
         if not self.training:
+            if self.seg_vote > 0 and "cls_prob" in out and "seg_prob" in out:
+                out["cls_prob"] = vote_any(out["cls_prob"], out["seg_prob"], self.seg_vote)
             return out
         if self.consistency > 0 and "cls_logits" in out:
             out[CONSISTENCY_KEY] = consistency_loss(out["cls_logits"], out.get("seg_logits"))
@@ -115,7 +122,8 @@ def build_model(model_cfg: dict | None = None) -> MultiTaskModel:
     heads = {key: HEADS.build(section["type"], backbone, **section) for key, section in cfg["heads"].items()}
     prior = cfg["input_prior"]
     model = MultiTaskModel(backbone, heads, consistency=cfg["loss"]["consistency"],
-                           input_prior=InputPrior(prior["kind"], prior["channel"]) if prior["kind"] else None)
+                           input_prior=InputPrior(prior["kind"], prior["channel"]) if prior["kind"] else None,
+                           seg_vote=cfg["seg_vote"])
     model.balancer = build_balancer(cfg["loss"], model.loss_tasks)
     model.cfg = cfg
     return model

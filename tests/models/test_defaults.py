@@ -6,7 +6,8 @@ from hemo_mtl.models import HEAD_DEFAULTS, MODEL_DEFAULTS, resolve_model_cfg
 
 
 def test_defaults_cover_every_section_and_build():
-    assert set(MODEL_DEFAULTS) == {"backbone", "heads", "loss", "input_prior"}
+    assert set(MODEL_DEFAULTS) == {"backbone", "heads", "loss", "input_prior", "seg_vote"}
+    assert MODEL_DEFAULTS["seg_vote"] == 0.0  # p(any) is the classifier's unless a config asks for the vote
     assert set(MODEL_DEFAULTS["heads"]) == {"cls", "seg", "det"}
     assert MODEL_DEFAULTS["heads"]["det"]["type"] == "rcnn"
     assert resolve_model_cfg(None) == MODEL_DEFAULTS

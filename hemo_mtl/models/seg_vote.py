@@ -1,0 +1,27 @@
+"""The segmenter's vote on a slice's p(any).
+
+A segmentation head trained on masks sees *where* a bleed is; its highest pixel P(bleed) is a slice
+score of its own, and its mistakes are not the classifier's (local density against a whole-slice
+judgement), so the mean of the two ranks slices better than either (docs/real_data.md). With
+``model.seg_vote`` w > 0 the eval p(any) becomes (1 - w) p_cls(any) + w max_pixels P(bleed), where
+P(bleed) = 1 - P(background) for a binary or a subtype head. Only p(any) changes (the subtype columns
+stay the classifier's), and only in eval: the losses never see it. A cascade that gates the segmenter
+on p(any) cannot also let the segmenter vote on p(any) (``hemo_mtl.config`` refuses the pair).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..categories import LABELS
+
+ANY = LABELS.index("any")
+
+
+def vote_any(cls_prob: torch.Tensor, seg_prob: torch.Tensor, weight: float) -> torch.Tensor:
+    """(B, 6) classifier probabilities, (B, K, H, W) segmentation softmax -> (B, 6) with p(any) mixed."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"model.seg_vote must be in [0, 1], got {weight}")
+    bleed = (1.0 - seg_prob[:, 0]).flatten(1).amax(dim=1)  # the surest bleed pixel of each slice
+    out = cls_prob.clone()
+    out[:, ANY] = (1.0 - weight) * cls_prob[:, ANY] + weight * bleed.to(cls_prob.dtype)
+    return out
