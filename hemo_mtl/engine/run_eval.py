@@ -18,6 +18,8 @@ from torch import nn
 from ..config import ConfigError
 from ..evaluation.loop import InferenceResult, evaluate
 from ..models.gating import CascadeGate
+from ..models.multitask import unwrap
+from ..models.seg_vote import p_any_heads
 from .hooks import CheckpointHook, EpochRecordHook, EvalHook, LRScheduleHook, ProgressHook, TensorboardHook
 
 FINAL_SPLITS = ("val", "test")
@@ -101,12 +103,13 @@ class RunEvaluation:
                         heads=heads, gate=gate, panels=panels, **self.options)
 
     def fit_temperature(self, model: nn.Module, loader) -> list[float] | None:
-        """Per-label temperatures fitted on ``loader``'s slice probabilities (a cls-only pass)."""
+        """Per-label temperatures fitted on ``loader``'s slice probabilities (a pass of the heads p(any) is
+        made of: the classifier, and the segmenter when it votes)."""
         from ..evaluation import MultiTaskEvaluator
         from ..evaluation.calibration import fit_temperature
 
         evaluator = MultiTaskEvaluator(["cls"])
-        self.run(model, loader, {"cls"}, None, evaluator=evaluator)
+        self.run(model, loader, p_any_heads(unwrap(model)), None, evaluator=evaluator)
         d = evaluator.details.get("cls")
         return None if d is None else fit_temperature(d["y_true"], d["y_prob"], d["valid"])
 

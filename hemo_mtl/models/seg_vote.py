@@ -11,6 +11,7 @@ on p(any) cannot also let the segmenter vote on p(any) (``hemo_mtl.config`` refu
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..categories import LABELS
 
@@ -25,3 +26,11 @@ def vote_any(cls_prob: torch.Tensor, seg_prob: torch.Tensor, weight: float) -> t
     out = cls_prob.clone()
     out[:, ANY] = (1.0 - weight) * cls_prob[:, ANY] + weight * bleed.to(cls_prob.dtype)
     return out
+
+
+def p_any_heads(model: nn.Module) -> set[str]:
+    """The heads (``model.heads`` keys) whose outputs make the eval p(any): the classifier's, and with the
+    vote the segmenter's too. A pass that only reads p(any) runs these (temperature scaling is fitted on
+    the p(any) the predictor will scale)."""
+    vote = float(getattr(model, "seg_vote", 0.0)) > 0
+    return {key for key, head in model.heads.items() if head.task == "cls" or (vote and head.task == "seg")}

@@ -67,3 +67,35 @@ def test_config_refuses_a_vote_without_a_segmenter_or_under_a_gate_on_it(overrid
         load_config(RECIPE, base + overrides)
     assert load_config(RECIPE, base + ["schedule.name=cascade",
                                                              "schedule.cascade.gate=[det]"])["model"]["seg_vote"] == 0.5
+
+
+
+def test_temperature_is_fitted_on_the_voted_p_any(batch_fn, mask_fn, monkeypatch):
+    """The validation pass that fits temperatures runs the segmenter too, so the temperature is fitted on
+    the p(any) the predictor will scale: the probabilities handed to the fit are the model's voted ones."""
+    import numpy as np
+
+    from hemo_mtl.engine.run_eval import RunEvaluation
+    from hemo_mtl.evaluation import calibration
+
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "seg_vote": 0.5})
+    empty = np.zeros((64, 64), np.uint8)
+    batches = []
+    for seed in range(2):
+        b = batch_fn([mask_fn(64, 0), empty, mask_fn(64, 1), empty], [True] * 4, [True] * 4, [False] * 4, seed=seed)
+        b["meta"] = [{"patient_id": f"p{seed}{i}", "study_id": f"s{seed}{i}", "slice_idx": 0} for i in range(4)]
+        batches.append(b)
+    seen = {}
+    monkeypatch.setattr(calibration, "fit_temperature", lambda y, p, valid: seen.setdefault("p", np.array(p)))
+    cfg = {"eval": {"tasks": ["cls", "seg"], "flip_tta": False, "slice_context": 0, "sliding_window": None},
+           "data": {"batch_size": 4}}
+    RunEvaluation(cfg, model, torch.device("cpu")).fit_temperature(model, batches)
+
+    model.eval()
+    with torch.no_grad():
+        voted = torch.cat([model(b)["cls_prob"] for b in batches]).numpy()
+        model.seg_vote = 0.0
+        alone = torch.cat([model(b)["cls_prob"] for b in batches]).numpy()
+    np.testing.assert_allclose(seen["p"][:, 0], voted[:, 0], rtol=0, atol=1e-6)  # same float32 forward
+    assert np.abs(seen["p"][:, 0] - alone[:, 0]).max() > 1e-3  # not the classifier's alone
