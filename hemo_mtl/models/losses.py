@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .seg_vote import surest_bleed
+
 BALANCING = ("static", "uncertainty", "dwa")
 CONSISTENCY_KEY = "loss_consistency"
 
@@ -119,8 +121,7 @@ def consistency_loss(cls_logits: torch.Tensor, seg_logits: torch.Tensor | None =
     p_any = prob[:, 0]
     penalty = F.relu(prob[:, 1:].max(dim=1).values - p_any)
     if seg_logits is not None:
-        bleed = 1.0 - seg_logits.softmax(dim=1)[:, 0]
-        penalty = penalty + F.relu(bleed.flatten(1).max(dim=1).values - p_any)
+        penalty = penalty + F.relu(surest_bleed(seg_logits.softmax(dim=1)) - p_any)
     return penalty.mean()
 
 

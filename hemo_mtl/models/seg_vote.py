@@ -18,11 +18,17 @@ from ..categories import LABELS
 ANY = LABELS.index("any")
 
 
+def surest_bleed(seg_prob: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) segmentation softmax -> (B,) each slice's most confident bleed pixel, P(bleed) =
+    1 - P(background): the vote here and the cls/seg consistency loss both read it."""
+    return (1.0 - seg_prob[:, 0]).flatten(1).max(dim=1).values
+
+
 def vote_any(cls_prob: torch.Tensor, seg_prob: torch.Tensor, weight: float) -> torch.Tensor:
     """(B, 6) classifier probabilities, (B, K, H, W) segmentation softmax -> (B, 6) with p(any) mixed."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"model.seg_vote must be in [0, 1], got {weight}")
-    bleed = (1.0 - seg_prob[:, 0]).flatten(1).amax(dim=1)  # the surest bleed pixel of each slice
+    bleed = surest_bleed(seg_prob)
     out = cls_prob.clone()
     out[:, ANY] = (1.0 - weight) * cls_prob[:, ANY] + weight * bleed.to(cls_prob.dtype)
     return out

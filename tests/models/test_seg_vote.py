@@ -65,9 +65,8 @@ def test_config_refuses_a_vote_without_a_segmenter_or_under_a_gate_on_it(overrid
     assert load_config(RECIPE, base)["model"]["seg_vote"] == 0.5
     with pytest.raises(ConfigError, match=message):
         load_config(RECIPE, base + overrides)
-    assert load_config(RECIPE, base + ["schedule.name=cascade",
-                                                             "schedule.cascade.gate=[det]"])["model"]["seg_vote"] == 0.5
-
+    gated_det = load_config(RECIPE, base + ["schedule.name=cascade", "schedule.cascade.gate=[det]"])
+    assert gated_det["model"]["seg_vote"] == 0.5
 
 
 def test_temperature_is_fitted_on_the_voted_p_any(batch_fn, mask_fn, monkeypatch):
