@@ -184,6 +184,11 @@ SCHEMA: dict[str, Any] = {
                               "mean over its scan's slices z-c..z+c, in evaluation and in the predictor "
                               "(evaluation.classification.slice_context_max); patient scores are unchanged",
                            range=NONNEGATIVE),
+        "patient_window": K(1, "k > 1: a patient's score is the highest mean of k adjacent slices of one scan, "
+                               "not its single highest slice (a bleed spans neighbouring slices; a lone sure "
+                               "slice at the skull base does not), in evaluation, cross-validation and the "
+                               "predictor's summary (evaluation.classification.adjacent_mean)",
+                            range=POSITIVE),
         "final_split": K("test", "the split final_metrics.json reports"),
         "select": {  # report the mean over selected epochs (hemo_mtl.evaluation.epoch_selection)
             "rule": K(None, "epoch selection rule; null = off", "str"),

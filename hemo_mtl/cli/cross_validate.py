@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     check_leakage({"folds": folds})
     atomic_write_json(out / "cv_folds.json", {"seed": seed, "folds": folds,
                                                "stratified_by": "rarest subtype present per patient"})
+    window = int(cfg["eval"].get("patient_window") or 1)
     per_fold, tables, members, train_seconds = [], [], [], []
     for fold in range(args.folds):
         run = train_fold(args, data_dir, fold)
@@ -114,14 +115,14 @@ def main(argv=None) -> int:
             roles = {**{p: "val" for p in used["val"]}, **{p: "test" for p in used["test"]}}
             table = cv.predict_patients(Predictor.from_checkpoint(run / "model_final.pth"), frame, roles)
             atomic_write_text(predictions, table.to_csv(index=False))
-        table = pd.read_csv(predictions, dtype={"patient_id": str})
+        table = pd.read_csv(predictions, dtype={"patient_id": str, "study_id": str})
         tables.append(table.assign(fold=fold))
-        per_fold.append({"fold": fold, **cv.fold_figures(table)})
+        per_fold.append({"fold": fold, **cv.fold_figures(table, window)})
         members.append(str((run / "model_final.pth").resolve()))
     everything = pd.concat(tables, ignore_index=True)
     results = {"folds": per_fold, "summary": cv.summarise([{k: v for k, v in f.items() if k != "fold"} for f in per_fold]),
-               "pooled": cv.pooled_figures(everything), "seg_by_patient": cv.seg_by_patient(everything),
-               "config": args.config, "overrides": list(args.overrides),
+               "pooled": cv.pooled_figures(everything, window), "seg_by_patient": cv.seg_by_patient(everything),
+               "patient_window": window, "config": args.config, "overrides": list(args.overrides),
                "train_minutes_per_fold": sum(train_seconds) / len(train_seconds) / 60 if train_seconds else None}
     atomic_write_json(out / "cv_results.json", results)
     atomic_write_text(out / "cv_report.md", cv.report_markdown(results))

@@ -50,7 +50,8 @@ def cv_table(results: dict) -> str:
 def cv_compare(pairs: list[str]) -> str:
     from hemo_mtl.evaluation.cross_validation import mean_sd_cell
 
-    head = ["run", *(n for n, _ in COMPARE), "patient AUC (pooled)", "ICH patients found @tuned", "normal flagged @tuned",
+    head = ["run", *(n for n, _ in COMPARE), "patient score", "patient AUC (pooled)",
+            "normal below every ICH patient (pooled)", "ICH patients found @tuned", "normal flagged @tuned",
             "Dice (held-out masked patients)", "false-positive px per empty slice", "train min per fold"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for pair in pairs:
@@ -58,8 +59,11 @@ def cv_compare(pairs: list[str]) -> str:
         r = _load(name)
         s = r["summary"]
         cells = [label.replace("_", " "), *(mean_sd_cell(s.get(key, {})) for _, key in COMPARE)]
-        patient_auc = (r.get("pooled") or {}).get("pooled/patient/auc")
-        cells.append(f"{patient_auc:.3f}" if patient_auc is not None else "-")
+        window = int(r.get("patient_window") or 1)
+        cells.append("highest slice" if window == 1 else f"highest {window} adjacent")
+        for key in ("pooled/patient/auc", "pooled/patient/specificity@all_found"):
+            value = (r.get("pooled") or {}).get(key)
+            cells.append(f"{value:.3f}" if value is not None else "-")
         for found, total in (("patient/ich_found@tuned", "patient/ich_patients"),
                              ("patient/normal_flagged@tuned", "patient/normal_patients")):
             cells.append(f"{s[found]['total']:.0f} of {s[total]['total']:.0f}" if found in s else "-")

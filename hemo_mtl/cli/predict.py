@@ -76,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--slice-context", type=NONNEGATIVE, default=None, metavar="C",
                    help="lift each slice's p towards the mean of its scan's slices z-C..z+C (0 = off); "
                         "default: the checkpoint's eval.slice_context")
+    p.add_argument("--patient-window", type=POSITIVE, default=None, metavar="K",
+                   help="a scan's patient-level p is its highest mean of K adjacent slices (1 = the highest "
+                        "slice); default: the checkpoint's eval.patient_window")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write probabilities.nii.gz (4th dim: one channel per segmentation class but "
                         "background: P(EDH)..P(IVH), or P(bleed) for a binary head) and, with --flip-tta or several "
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
                              sliding_window=args.sliding_window, patch=args.patch, stride=args.stride,
                              closing=args.closing, opening=args.opening, min_voxels=args.min_voxels,
                              score_threshold=args.score_threshold, saliency=args.saliency,
-                             slice_context=args.slice_context)
+                             slice_context=args.slice_context, patient_window=args.patient_window)
     if not Path(args.input).exists():
         raise FileNotFoundError(2, "input not found", args.input)
     predictor = load_predictor(args.weights, options, args.device, args.backend)

@@ -78,7 +78,8 @@ class RunEvaluation:
         from ..evaluation import MultiTaskEvaluator
 
         evaluator = MultiTaskEvaluator(self.tasks, temperature=temperature,
-                                       slice_context=int(self.cfg["eval"].get("slice_context") or 0))
+                                       slice_context=int(self.cfg["eval"].get("slice_context") or 0),
+                                       patient_window=int(self.cfg["eval"].get("patient_window") or 1))
         if self.location_classes is not None:
             from ..evaluation.location import CombinedEvaluator, LocationEvaluator
 

@@ -6,6 +6,7 @@ Conventions are listed in ``CONVENTIONS`` and written into every report. Inputs:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -180,15 +181,51 @@ def slice_context_max(y_prob, scan_ids, slice_idx, context: int) -> np.ndarray:
     return out
 
 
-def aggregate_by_patient(y_true, y_prob, valid, patient_ids, how: str = "max", top_k: int = 3):
+def adjacent_mean(y_prob, scan_ids, slice_idx, window: int) -> np.ndarray:
+    """(N, L) slice probabilities -> each slice's mean over a run of ``window`` adjacent slices of its scan
+    (the run starting at the slice, moved back to end at the scan's last slice; a scan shorter than the
+    window is one run). NaN entries are skipped; a run of NaN stays NaN.
+
+    The maximum over a scan's slices is then the highest mean of ``window`` adjacent slices: a bleed spans
+    neighbouring slices, while a lone sure slice (the skull base, the sinus along the falx) is one slice.
+    ``window`` 1 returns the probabilities. Rows may come in any order; ``slice_idx`` orders a scan.
+    """
+    prob = np.asarray(y_prob, dtype=np.float64)
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if window == 1:
+        return prob.copy()
+    scans = pd.Series(np.asarray(scan_ids).astype(str))
+    z = np.asarray(slice_idx, dtype=np.int64)
+    out = np.full_like(prob, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN run: NaN, as documented
+        for _, rows in scans.groupby(scans, sort=False).indices.items():
+            rows = rows[np.argsort(z[rows], kind="stable")]
+            if len(rows) <= window:
+                out[rows] = np.nanmean(prob[rows], axis=0)
+                continue
+            start = np.minimum(np.arange(len(rows)), len(rows) - window)
+            out[rows] = np.nanmean(prob[rows[start[:, None] + np.arange(window)]], axis=1)  # (n, window, L)
+    return out
+
+
+def aggregate_by_patient(y_true, y_prob, valid, patient_ids, how: str = "max", top_k: int = 3, *,
+                         window: int = 1, order=None):
     """Slice rows -> one row per patient: (patient_ids, y_true, y_prob, valid), ids sorted.
 
     Truth = max over the known slices; score = max | mean | mean of the ``top_k`` highest over the
-    known slices; a label is valid for a patient when at least one of its slices knows it.
+    known slices; a label is valid for a patient when at least one of its slices knows it. ``window``
+    k > 1 scores each slice first by its run of k adjacent slices (``adjacent_mean``; ``order`` =
+    (scan_ids, slice_idx) of the rows), so "max" becomes the highest mean of k adjacent slices.
     """
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown patient aggregation {how!r}; expected one of {AGGREGATIONS}")
     y_true, y_prob, valid, patient_ids = _check_inputs(y_true, y_prob, valid, patient_ids)
+    if window != 1:
+        if order is None:
+            raise ValueError(f"a patient window of {window} slices needs the rows' order (scan_ids, slice_idx)")
+        y_prob = adjacent_mean(np.where(valid, y_prob, np.nan), *order, window)
     cols = list(LABELS)
     truth = pd.DataFrame(np.where(valid, y_true, np.nan), columns=cols)
     prob = pd.DataFrame(np.where(valid, y_prob, np.nan), columns=cols)
@@ -224,7 +261,7 @@ def _label_metrics(y_true, y_prob, valid, thresholds: Mapping[str, float] | None
 
 
 def classification_metrics(y_true, y_prob, valid=None, patient_ids=None, *, aggregation: str = "max",
-                           top_k: int = 3, tuned: Mapping[str, Mapping[str, float]] | None = None,
+                           top_k: int = 3, window: int = 1, order=None, tuned: Mapping[str, Mapping[str, float]] | None = None,
                            n_bootstrap: int = 0, seed: int = 0,
                            temperature: Sequence[float] | None = None) -> dict[str, float]:
     """Flat metric dict: ``cls/<label>/<metric>`` and ``cls_patient/<label>/<metric>`` at 0.5, with
@@ -233,7 +270,8 @@ def classification_metrics(y_true, y_prob, valid=None, patient_ids=None, *, aggr
     ``tuned`` (from :func:`tune_thresholds` on the validation split) adds the same threshold metrics
     at those thresholds as ``.../<metric>@tuned``; ``temperature`` (per label, fitted on validation) adds
     ``.../ece@calibrated`` and ``.../nll@calibrated``; ``n_bootstrap > 0`` adds
-    ``.../<metric>_ci95_low|high`` (patient-resampled). Patient keys need ``patient_ids``.
+    ``.../<metric>_ci95_low|high`` (patient-resampled). Patient keys need ``patient_ids``; ``window`` and
+    ``order`` set the patient score as in :func:`aggregate_by_patient`.
     """
     y_true, y_prob, valid, pids = _check_inputs(y_true, y_prob, valid, patient_ids)
     out = _label_metrics(y_true, y_prob, valid, None, "cls")
@@ -241,13 +279,14 @@ def classification_metrics(y_true, y_prob, valid=None, patient_ids=None, *, aggr
     if tuned and tuned.get("cls"):
         out.update(_label_metrics(y_true, y_prob, valid, tuned["cls"], "cls", ranking=False, suffix="@tuned"))
     if patient_ids is not None:
-        _, pt, pp, pv = aggregate_by_patient(y_true, y_prob, valid, pids, aggregation, top_k)
+        _, pt, pp, pv = aggregate_by_patient(y_true, y_prob, valid, pids, aggregation, top_k, window=window,
+                                             order=order)
         out.update(_label_metrics(pt, pp, pv, None, "cls_patient"))
         if temperature is None:
             out.update(calibration_metrics(pt, pp, pv, "cls_patient"))
         else:  # patient scores of the calibrated slices (max/mean/top-k of sigmoid(logit / T))
             _, _, pc, _ = aggregate_by_patient(y_true, apply_temperature(y_prob, temperature), valid, pids,
-                                               aggregation, top_k)
+                                               aggregation, top_k, window=window, order=order)
             out.update(calibration_metrics(pt, pp, pv, "cls_patient", temperature, calibrated=pc))
         if tuned and tuned.get("cls_patient"):
             out.update(_label_metrics(pt, pp, pv, tuned["cls_patient"], "cls_patient", ranking=False,
@@ -256,20 +295,21 @@ def classification_metrics(y_true, y_prob, valid=None, patient_ids=None, *, aggr
     out["cls/all/n_auc_undefined"] = float(len(undefined))
     if n_bootstrap > 0:
         out.update(bootstrap_ci(y_true, y_prob, valid, pids, n_bootstrap=n_bootstrap, seed=seed,
-                                aggregation=aggregation, top_k=top_k,
+                                aggregation=aggregation, top_k=top_k, window=window, order=order,
                                 patient_level=patient_ids is not None))
     return out
 
 
 def tune_thresholds(y_true, y_prob, valid=None, patient_ids=None, *, method: str = "youden",
                     target: float | None = None, aggregation: str = "max",
-                    top_k: int = 3) -> dict[str, dict[str, float]]:
+                    top_k: int = 3, window: int = 1, order=None) -> dict[str, dict[str, float]]:
     """Per-label thresholds chosen on a validation split: {"cls": {label: t}, "cls_patient": {...}}."""
     y_true, y_prob, valid, pids = _check_inputs(y_true, y_prob, valid, patient_ids)
     out = {"cls": {l: choose_threshold(y_true[valid[:, j], j], y_prob[valid[:, j], j], method, target)
                    for j, l in enumerate(LABELS)}}
     if patient_ids is not None:
-        _, pt, pp, pv = aggregate_by_patient(y_true, y_prob, valid, pids, aggregation, top_k)
+        _, pt, pp, pv = aggregate_by_patient(y_true, y_prob, valid, pids, aggregation, top_k, window=window,
+                                             order=order)
         out["cls_patient"] = {l: choose_threshold(pt[pv[:, j], j], pp[pv[:, j], j], method, target)
                               for j, l in enumerate(LABELS)}
     return out
@@ -277,7 +317,8 @@ def tune_thresholds(y_true, y_prob, valid=None, patient_ids=None, *, method: str
 
 def bootstrap_ci(y_true, y_prob, valid, patient_ids, *, n_bootstrap: int = 1000, seed: int = 0,
                  alpha: float = 0.05, metrics: Sequence[str] = ("recall", "specificity", "f1", "auc", "ap"),
-                 aggregation: str = "max", top_k: int = 3, patient_level: bool = True) -> dict[str, float]:
+                 aggregation: str = "max", top_k: int = 3, window: int = 1, order=None,
+                 patient_level: bool = True) -> dict[str, float]:
     """Percentile CIs at threshold 0.5, resampling patients with replacement (seeded).
 
     Keys ``cls/<label>/<metric>_ci95_low|high`` (and ``cls_patient/...``); ``alpha`` sets the
@@ -287,7 +328,8 @@ def bootstrap_ci(y_true, y_prob, valid, patient_ids, *, n_bootstrap: int = 1000,
     uniq, inverse = np.unique(pids, return_inverse=True)
     rows_of = [np.flatnonzero(inverse == i) for i in range(len(uniq))]
     if patient_level:
-        _, pt, pp, pv = aggregate_by_patient(y_true, y_prob, valid, pids, aggregation, top_k)
+        _, pt, pp, pv = aggregate_by_patient(y_true, y_prob, valid, pids, aggregation, top_k, window=window,
+                                             order=order)
     rng = np.random.default_rng(seed)
     want_rank = any(m in RANKING_METRICS for m in metrics)
     samples: dict[str, list[float]] = {}

@@ -12,7 +12,8 @@ lists them. From those predictions:
 
 - slice level (label ``any``): AUC, F1, sensitivity and specificity at 0.5 and at the threshold tuned
   on the fold's validation patients (Youden J), via ``evaluation.classification``;
-- patient level (max over slices): ICH patients found and normal patients flagged, at 0.5 and at the
+- patient level (the recipe's patient score: the highest slice p(any), or with ``eval.patient_window`` k
+  the highest mean of k adjacent slices): ICH patients found and normal patients flagged, at 0.5 and at the
   highest threshold that still finds every ICH patient of the validation fold (a fold holds three or
   four patients: Youden J over so few points is a coin toss, while "miss no bleeding patient" is the
   screening rule; with no ICH patient in the validation fold, the slice threshold);
@@ -21,7 +22,9 @@ lists them. From those predictions:
   mask is empty (false-positive pixels per slice, and the share of such slices with any).
 
 Fold figures are summarised as mean and sample standard deviation over folds where defined; the
-out-of-fold predictions of all patients also give one pooled slice AUC.
+out-of-fold predictions of all patients also give one pooled slice AUC, the pooled patient AUC and the
+share of normal patients scored below every ICH patient (the patient ROC's specificity at sensitivity 1:
+a ranking figure over five fold models, not a call at a threshold chosen in advance).
 """
 from __future__ import annotations
 
@@ -39,8 +42,8 @@ from .segmentation import confusion_counts, overlap_from_counts
 
 ANY = LABELS.index("any")
 SLICE_KEYS = ("auc", "f1", "recall", "specificity")
-PREDICTION_COLUMNS = ("patient_id", "slice_idx", "role", "any", "p_any", "has_mask", "gt_pixels", "pred_pixels",
-                      "tp", "fp", "fn")
+PREDICTION_COLUMNS = ("patient_id", "study_id", "slice_idx", "role", "any", "p_any", "has_mask", "gt_pixels",
+                      "pred_pixels", "tp", "fp", "fn")
 
 
 def fold_of(folds: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -74,7 +77,8 @@ def predict_patients(predictor, frame: pd.DataFrame, roles: Mapping[str, str]) -
             pred = predictor.predict(scan_from_rows(rows))
             masks = pred.mask if isinstance(pred.mask, list) else [pred.mask[:, :, k] for k in range(pred.mask.shape[2])]
             for k, (_, row) in enumerate(rows.iterrows()):
-                rec = {"patient_id": pid, "slice_idx": int(row["slice_idx"]), "role": role,
+                rec = {"patient_id": pid, "study_id": str(row["study_id"]), "slice_idx": int(row["slice_idx"]),
+                       "role": role,
                        "any": float(row["any"]) if pd.notna(row["any"]) else math.nan,
                        "p_any": float(pred.cls_prob[k, ANY]), "has_mask": bool(row["has_mask"]),
                        "pred_pixels": int((np.asarray(masks[k]) > 0).sum())}
@@ -99,10 +103,20 @@ def _arrays(rows: pd.DataFrame):
     return y_true, y_prob, valid, rows["patient_id"].astype(str).to_numpy()
 
 
-def patient_calls(rows: pd.DataFrame, threshold: float) -> dict[str, float]:
-    """ICH patients found and normal patients flagged (patient score = max slice p(any))."""
-    ids, pt, pp, pv = aggregate_by_patient(*_arrays(rows), how="max")
-    truth, score = pt[pv[:, ANY], ANY], pp[pv[:, ANY], ANY]
+def patient_scores(rows: pd.DataFrame, window: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, score) of ``any`` per patient: the highest slice p(any), or the highest mean of ``window``
+    adjacent slices of one scan (``classification.aggregate_by_patient``)."""
+    scans = rows["patient_id"].astype(str)
+    if "study_id" in rows:  # a table that lists studies: adjacency within each scan
+        scans = scans + "/" + rows["study_id"].astype(str)
+    order = (scans.to_numpy(), rows["slice_idx"].to_numpy())
+    _, pt, pp, pv = aggregate_by_patient(*_arrays(rows), how="max", window=window, order=order)
+    return pt[pv[:, ANY], ANY], pp[pv[:, ANY], ANY]
+
+
+def patient_calls(rows: pd.DataFrame, threshold: float, window: int = 1) -> dict[str, float]:
+    """ICH patients found and normal patients flagged (``patient_scores``)."""
+    truth, score = patient_scores(rows, window)
     called = score >= threshold
     return {"ich_patients": float((truth == 1).sum()), "ich_found": float((called & (truth == 1)).sum()),
             "normal_patients": float((truth == 0).sum()), "normal_flagged": float((called & (truth == 0)).sum())}
@@ -125,8 +139,9 @@ def segmentation_figures(rows: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def fold_figures(predictions: pd.DataFrame) -> dict[str, float]:
-    """The figures of one fold from its prediction table (roles "val" and "test")."""
+def fold_figures(predictions: pd.DataFrame, window: int = 1) -> dict[str, float]:
+    """The figures of one fold from its prediction table (roles "val" and "test"); ``window``: the
+    patient score's adjacent slices (``patient_scores``)."""
     val, test = predictions[predictions["role"] == "val"], predictions[predictions["role"] == "test"]
     val_arrays = _arrays(val)
     tuned = tune_thresholds(*val_arrays, method="youden") if len(val) else None
@@ -138,13 +153,12 @@ def fold_figures(predictions: pd.DataFrame) -> dict[str, float]:
             out[f"slice/{key}@tuned"] = m[f"cls/any/{key}@tuned"]
     if tuned:
         out["slice/threshold@tuned"] = float(tuned["cls"]["any"])
-        _, pt, pp, pv = aggregate_by_patient(*val_arrays, how="max")
-        t = choose_threshold(pt[pv[:, ANY], ANY], pp[pv[:, ANY], ANY], "sensitivity", 1.0)
+        t = choose_threshold(*patient_scores(val, window), "sensitivity", 1.0)
         out["patient/threshold@tuned"] = float(t if np.isfinite(t) else out["slice/threshold@tuned"])
     for name, thr in (("0.5", 0.5), ("tuned", out.get("patient/threshold@tuned"))):
         if thr is None:
             continue
-        for k, v in patient_calls(test, thr).items():
+        for k, v in patient_calls(test, thr, window).items():
             out[f"patient/{k}" + ("" if name == "0.5" else "@tuned")] = v
     out.update(segmentation_figures(test))
     return out
@@ -165,17 +179,21 @@ def summarise(per_fold: Sequence[Mapping[str, float]]) -> dict[str, dict[str, fl
     return out
 
 
-def pooled_figures(predictions: pd.DataFrame) -> dict[str, float]:
+def pooled_figures(predictions: pd.DataFrame, window: int = 1) -> dict[str, float]:
     """Slice AUC and 0.5-threshold figures over every patient's out-of-fold (test-role) prediction, and
-    the patient AUC of their max slice p(any): a fold holds too few patients for an AUC of its own, and
-    a classifier that only ranks the slices within each patient has a high slice AUC but not this one."""
+    the patient AUC of their patient scores (``patient_scores``): a fold holds too few patients for an
+    AUC of its own, and a classifier that only ranks the slices within each patient has a high slice AUC
+    but not this one. With both classes present, also the share of normal patients scored below the
+    lowest-scored ICH patient (the pooled patient ROC's specificity at sensitivity 1)."""
     test = predictions[predictions["role"] == "test"]
     arrays = _arrays(test)
     y_true, y_prob, valid, _ = arrays
     m = binary_metrics(y_true[valid[:, ANY], ANY], y_prob[valid[:, ANY], ANY], 0.5)
     out = {f"pooled/slice/{k}": float(m[k]) for k in SLICE_KEYS}
-    _, pt, pp, pv = aggregate_by_patient(*arrays, how="max")
-    out["pooled/patient/auc"] = float(binary_metrics(pt[pv[:, ANY], ANY], pp[pv[:, ANY], ANY], 0.5)["auc"])
+    truth, score = patient_scores(test, window)
+    out["pooled/patient/auc"] = float(binary_metrics(truth, score, 0.5)["auc"])
+    if (truth == 1).any() and (truth == 0).any():
+        out["pooled/patient/specificity@all_found"] = float((score[truth == 0] < score[truth == 1].min()).mean())
     return out
 
 
@@ -208,10 +226,12 @@ ROWS = (
 def report_markdown(results: Mapping) -> str:
     """The cross-validation table: mean ± sd over folds; patient calls as totals over folds."""
     s = results["summary"]
+    window = int(results.get("patient_window") or 1)
+    score = "its highest slice p(any)" if window == 1 else f"its highest mean p(any) of {window} adjacent slices"
     lines = [f"# Cross-validation: {results['config']}", "",
              f"{len(results['folds'])} patient folds; each patient tested once by the model that did not "
-             "see it. @tuned: the slice threshold by Youden J on the fold's validation patients; the patient "
-             "threshold the highest that finds all of their ICH patients.", "",
+             f"see it. A patient's score: {score}. @tuned: the slice threshold by Youden J on the fold's "
+             "validation patients; the patient threshold the highest that finds all of their ICH patients.", "",
              "| figure | mean ± sd over folds |", "|---|---|"]
     for name, key, total in ROWS:
         if key not in s:
@@ -224,8 +244,10 @@ def report_markdown(results: Mapping) -> str:
     if "pooled/slice/auc" in pooled:
         lines.append(f"| slice AUC, all out-of-fold predictions pooled | {pooled['pooled/slice/auc']:.3f} |")
     if "pooled/patient/auc" in pooled:
-        lines.append(f"| patient AUC (max slice p(any)), all out-of-fold patients pooled | "
-                     f"{pooled['pooled/patient/auc']:.3f} |")
+        lines.append(f"| patient AUC, all out-of-fold patients pooled | {pooled['pooled/patient/auc']:.3f} |")
+    if "pooled/patient/specificity@all_found" in pooled:
+        lines.append("| normal patients below every ICH patient, all out-of-fold patients pooled | "
+                     f"{pooled['pooled/patient/specificity@all_found']:.3f} |")
     seg = results.get("seg_by_patient") or {}
     if seg:
         lines += ["", "| patient held out | bleed slices | Dice | IoU | Dice per slice | empty slices | "

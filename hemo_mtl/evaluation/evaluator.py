@@ -59,20 +59,23 @@ class MultiTaskEvaluator:
     scaled by the resize from ``meta.orig_size`` to the mask size. Remaining options are handed to
     the task functions (see classification.py, detection.py); ``temperature`` (per label, fitted on
     validation) adds the calibrated ECE/NLL beside the model's own. ``slice_context`` c > 0 scores the
-    slice probabilities as the predictor reports them (``slice_context_max`` over each scan's slices).
+    slice probabilities as the predictor reports them (``slice_context_max`` over each scan's slices);
+    ``patient_window`` k > 1 scores a patient by the highest mean of k adjacent slices of one scan
+    (``classification.adjacent_mean``), as the predictor's summary and the cross-validation do.
     """
 
     def __init__(self, tasks: Sequence[str] = TASKS, spacing_aware: bool = True, *, aggregation: str = "max",
                  top_k: int = 3, tuned_thresholds: Mapping[str, Mapping[str, float]] | None = None,
                  n_bootstrap: int = 0, seed: int = 0, engine: str = "faster", mask_threshold: float = 0.5,
                  froc_iou: float = 0.5, froc_criterion: str = "iou", temperature=None, gather: bool = False,
-                 slice_context: int = 0):
+                 slice_context: int = 0, patient_window: int = 1):
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown evaluation task(s) {sorted(unknown)}; expected a subset of {TASKS}")
         self.tasks = tuple(tasks)
         self.gather = gather
         self.slice_context = int(slice_context)
+        self.patient_window = int(patient_window)
         self.spacing_aware = spacing_aware
         self.cls_options = dict(aggregation=aggregation, top_k=top_k, tuned=tuned_thresholds,
                                 n_bootstrap=n_bootstrap, seed=seed, temperature=temperature)
@@ -187,11 +190,12 @@ class MultiTaskEvaluator:
             y, p, v = np.concatenate(s.cls_true), np.concatenate(s.cls_prob), np.concatenate(s.cls_valid)
             if self.slice_context:
                 p = slice_context_max(p, s.cls_scan, s.cls_slice, self.slice_context)
-            out.update(classification_metrics(y, p, v, s.cls_pid, **self.cls_options))
+            patient_score = {"window": self.patient_window, "order": (s.cls_scan, s.cls_slice)}
+            out.update(classification_metrics(y, p, v, s.cls_pid, **self.cls_options, **patient_score))
             o = self.cls_options
             self.details["cls"] = {"y_true": y, "y_prob": p, "valid": v, "patient_ids": np.asarray(s.cls_pid),
                                    "temperature": o["temperature"], "aggregation": o["aggregation"],
-                                   "top_k": o["top_k"]}
+                                   "top_k": o["top_k"], **patient_score}
         if s.seg_counts:
             counts = np.concatenate(s.seg_counts)
             voxel_ml = np.asarray(s.seg_voxel_ml)

@@ -201,7 +201,7 @@ def plot_reliability(y_true, y_prob, valid, path: str | Path, title: str = "slic
 
 def reliability_plots(cls: Mapping[str, Any], out: Path) -> list[Path]:
     """Slice- and (with patient ids) patient-level reliability diagrams of ``details["cls"]``
-    ({y_true, y_prob, valid, patient_ids, optional temperature, aggregation, top_k})."""
+    ({y_true, y_prob, valid, patient_ids, optional temperature, aggregation, top_k, window, order})."""
     from .calibration import apply_temperature
     from .classification import aggregate_by_patient
 
@@ -211,9 +211,11 @@ def reliability_plots(cls: Mapping[str, Any], out: Path) -> list[Path]:
                               "slice level", cal)]
     if cls.get("patient_ids") is not None:
         how, k = cls.get("aggregation", "max"), int(cls.get("top_k", 3))
+        score = {"window": int(cls.get("window", 1)), "order": cls.get("order")}
         args = (cls["y_true"], cls["y_prob"], cls["valid"], cls["patient_ids"])
-        _, pt, pp, pv = aggregate_by_patient(*args, how, k)
-        pc = aggregate_by_patient(cls["y_true"], cal, cls["valid"], cls["patient_ids"], how, k)[2] if t is not None else None
+        _, pt, pp, pv = aggregate_by_patient(*args, how, k, **score)
+        pc = (aggregate_by_patient(cls["y_true"], cal, cls["valid"], cls["patient_ids"], how, k, **score)[2]
+              if t is not None else None)
         paths.append(plot_reliability(pt, pp, pv, out / "reliability_cls_patient.png", "patient level", pc))
     return paths
 

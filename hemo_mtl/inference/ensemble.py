@@ -7,7 +7,8 @@ member fits the slices the same way, which is the same as averaging on the slice
 and resizing are linear), and detections in slice pixels pooled and merged by the detection head's
 NMS, as flip TTA does (``models.tta``). The averaged probabilities give the mask, the maps and the
 predictive-entropy uncertainty (``maps.py``), exactly as one model's do. The averaged classifier
-probabilities then take the largest ``eval.slice_context`` of the members (``Predictor.with_slice_context``).
+probabilities then take the largest ``eval.slice_context`` of the members (``Predictor.with_slice_context``), and
+patient scores the largest ``eval.patient_window`` (``Predictor.patient_probabilities``).
 
 Cascade gate: the ensemble's p(any) (the mean of the members' uncalibrated p(any)) against the mean of
 the members' thresholds. Each member's threshold was chosen on its own validation split for the same
@@ -152,6 +153,7 @@ class EnsemblePredictor(Predictor):
         self.backend, self.model = first.backend, first.model  # detection merging reads its head's NMS rule
         self.context_slices = max(m.context_slices for m in self.members)
         self.slice_context = max(m.slice_context for m in self.members)
+        self.patient_window = max(m.patient_window for m in self.members)
         self.windows = [list(m.windows) for m in self.members]
         self.image_size = [m.image_size for m in self.members]
         self.weights_sha256 = [m.weights_sha256 for m in self.members]

@@ -88,12 +88,12 @@ def uncertainty_summary(pred) -> dict | None:
 
 
 def scan_summary(scan, pred, predictor) -> dict:
-    """Patient-level probabilities (max over slices), predicted subtypes, volumes, lesions, provenance."""
+    """Patient-level probabilities (``Predictor.patient_probabilities``), predicted subtypes, volumes,
+    lesions, provenance."""
     o = predictor.options
-    # max over slices; None when the model has no classification head (valid JSON, unlike NaN)
-    finite = np.isfinite(pred.cls_prob)
-    p = {name: float(pred.cls_prob[finite[:, i], i].max()) if finite[:, i].any() else None
-         for i, name in enumerate(LABELS)}
+    # None when the model has no classification head (valid JSON, unlike NaN)
+    p = {name: float(v) if np.isfinite(v) else None
+         for name, v in zip(LABELS, predictor.patient_probabilities(pred.cls_prob))}
     labels = pred.seg_labels
     if isinstance(pred.mask, np.ndarray):
         volumes, lesions = volumes_ml(pred.mask, scan.spacing, labels), lesion_counts(pred.mask, labels)
@@ -115,6 +115,7 @@ def scan_summary(scan, pred, predictor) -> dict:
         "detections": int(sum(len(i["boxes"]) for i in pred.instances)),
         "uncertainty": uncertainty_summary(pred),
         "members": int(getattr(predictor, "num_members", 1)),
+        "patient_window": predictor.patient_window_used,
         "cascade_threshold": predictor.gate_threshold,
         "temperature": getattr(predictor, "applied_temperature", None),
         "slices_gated_off": None if pred.gate_passed is None else int((~pred.gate_passed).sum()),

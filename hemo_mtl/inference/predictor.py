@@ -66,6 +66,7 @@ class PredictOptions:
     save_probabilities: bool = False  # keep per-class probability maps (+ entropy with TTA / an ensemble)
     saliency: bool = False  # Grad-CAM of the classifier's any logit per slice (saliency.py; extra 'explain')
     slice_context: int | None = None  # slice_context_max's c; None = the checkpoint's eval.slice_context
+    patient_window: int | None = None  # adjacent slices a patient score averages; None = eval.patient_window
 
 
 @dataclass
@@ -203,6 +204,7 @@ class Predictor:
         self.image_size = int(config["data"]["image_size"])
         self.context_slices = int(config["data"].get("context_slices") or 0)
         self.slice_context = int(config.get("eval", {}).get("slice_context") or 0)
+        self.patient_window = int(config.get("eval", {}).get("patient_window") or 1)
         self.backend = model if isinstance(model, Backend) else TorchBackend(model, device, self.options.channels_last)
         self.model = self.backend.module  # the torch model, None for an exported graph
         self.weights_sha256 = weights_sha256
@@ -356,6 +358,23 @@ class Predictor:
 
         z = np.arange(len(cls_prob))
         return slice_context_max(cls_prob, np.zeros(len(z), int), z, c).astype(np.float32)
+
+    @property
+    def patient_window_used(self) -> int:
+        k = self.options.patient_window
+        return self.patient_window if k is None else int(k)
+
+    def patient_probabilities(self, cls_prob: np.ndarray) -> np.ndarray:
+        """(Z, 6) one scan's slice probabilities, in slice order -> (6,) its patient-level probabilities: the
+        highest mean of ``patient_window`` adjacent slices (``adjacent_mean``; 1 = the highest slice), NaN
+        for a label the model has no output for."""
+        from ..evaluation.classification import adjacent_mean
+
+        z = np.arange(len(cls_prob))
+        runs = adjacent_mean(cls_prob, np.zeros(len(z), int), z, self.patient_window_used)
+        finite = np.isfinite(runs)
+        return np.asarray([runs[finite[:, i], i].max() if finite[:, i].any() else np.nan
+                           for i in range(runs.shape[1])])
 
     # ------------------------------------------------------------------ one scan
     def model_inputs(self, scan: Scan) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Fit | None]]:
