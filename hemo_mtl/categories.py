@@ -12,6 +12,7 @@ any bleed), which tells no subtype. It is never a COCO category or YOLO class. O
 
 SUBTYPES = ("EDH", "SDH", "SAH", "IPH", "IVH")
 LABELS = ("any",) + SUBTYPES
+ANY = LABELS.index("any")  # the "any bleed" column of LABELS-ordered arrays
 SUBTYPE_NAMES = {
     "EDH": "epidural",
     "SDH": "subdural",

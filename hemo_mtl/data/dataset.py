@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..categories import LABELS, SUBTYPES, UNKNOWN_SUBTYPE
+from ..categories import ANY, LABELS, SUBTYPES, UNKNOWN_SUBTYPE
 from .instances import mask_to_instances
 from .io import VolumeCache, read_slice
 from .manifest import parse_spacing, read_manifest
@@ -205,7 +205,7 @@ class HemorrhageDataset(Dataset):
                 cls[i], valid[i] = float(value), 1.0
         if drawn is not None:  # the drawn bleed is the slice's one finding
             cls[:] = 0.0
-            cls[LABELS.index("any")] = cls[LABELS.index(drawn)] = 1.0
+            cls[ANY] = cls[LABELS.index(drawn)] = 1.0
         cls, valid = cls * self.label_keep, valid * self.label_keep
         has_boxes = bool(row["has_boxes"]) and not unknown_subtype
         boxes, labels, inst = mask_to_instances(mask_np.astype(np.uint8)) if has_boxes and has_mask else mask_to_instances(np.zeros_like(mask_np, np.uint8))

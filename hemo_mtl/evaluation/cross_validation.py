@@ -35,12 +35,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..categories import LABELS
+from ..categories import ANY, LABELS
 from .classification import (aggregate_by_patient, binary_metrics, choose_threshold, classification_metrics,
                              tune_thresholds)
 from .segmentation import confusion_counts, overlap_from_counts
 
-ANY = LABELS.index("any")
 SLICE_KEYS = ("auc", "f1", "recall", "specificity")
 PREDICTION_COLUMNS = ("patient_id", "study_id", "slice_idx", "role", "any", "p_any", "has_mask", "gt_pixels",
                       "pred_pixels", "tp", "fp", "fn")

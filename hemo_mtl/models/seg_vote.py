@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..categories import LABELS
-
-ANY = LABELS.index("any")
+from ..categories import ANY
 
 
 def surest_bleed(seg_prob: torch.Tensor) -> torch.Tensor:
